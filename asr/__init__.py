@@ -1,0 +1,8 @@
+"""A BiLSTM-CTC speech recognizer: audio -> log-mel -> BiLSTM -> CTC -> text.
+
+Modules follow the pipeline: ``audio`` (loading, features), ``text`` (normalisation, tokenizers),
+``model`` (network, checkpoints), ``decoding``, ``metrics``, ``data`` (manifests, corpora, batches),
+``train``, ``transcribe`` and ``cli``. Importing the package is cheap; torch loads on first use.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,187 @@
+"""Audio front end: any audio file -> 16 kHz mono float32 -> normalised log-mel features.
+
+Dimensions: N samples, T frames (10 ms each), F mel bins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr.errors import InputError
+
+SAMPLE_RATE = 16_000
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file of any format, rate and channel count as mono float32 (N,) at `sample_rate`.
+
+    libsndfile (through soundfile) reads wav, flac, ogg, NIST sphere and mp3; anything else goes
+    through librosa's fallback (audioread/ffmpeg where installed). Raises InputError naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an audio file")
+    audio, rate = _read_any(path)
+    if audio.size == 0:
+        raise InputError(f"{path}: contains no audio samples")
+    if not np.all(np.isfinite(audio)):
+        raise InputError(f"{path}: contains NaN or infinite samples")
+    if rate != sample_rate:
+        audio = resample(audio, rate, sample_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _read_any(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+        return data.mean(axis=1), int(rate)
+    except Exception as sf_error:  # libsndfile does not know the format or the file is damaged
+        try:
+            import warnings
+
+            import librosa
+
+            with warnings.catch_warnings():  # librosa warns that it falls back to audioread
+                warnings.simplefilter("ignore")
+                data, rate = librosa.load(str(path), sr=None, mono=True)
+            return data.astype(np.float32), int(rate)
+        except Exception:
+            reason = str(sf_error).splitlines()[0] if str(sf_error) else type(sf_error).__name__
+            raise InputError(f"{path}: cannot read audio ({reason})") from None
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling with soxr (high quality, linear time)."""
+    if rate_in <= 0:
+        raise ValueError(f"invalid sample rate {rate_in}")
+    import soxr
+
+    return soxr.resample(audio, rate_in, rate_out, quality="HQ").astype(np.float32)
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration in seconds from the file header where possible (no decoding), else by decoding."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+        if info.samplerate > 0 and info.frames > 0:
+            return info.frames / info.samplerate
+    except Exception:
+        pass
+    return len(load_audio(path)) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = SAMPLE_RATE
+    n_mels: int = 80
+    n_fft: int = 512
+    win_length: int = 400  # 25 ms
+    hop_length: int = 160  # 10 ms
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sample_rate
+
+
+class FeatureExtractor:
+    """Log-mel features normalised per bin with mean/std from the training data.
+
+    The statistics travel in the checkpoint (`to_dict`), so transcription normalises exactly as
+    training did. Before `set_stats` is called the features are returned unnormalised.
+    """
+
+    def __init__(self, config: FeatureConfig = FeatureConfig(), mean=None, std=None):
+        import librosa
+
+        self.config = config
+        # librosa's Slaney mel filter bank; the STFT itself is torch's, so features batch on any device.
+        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
+        self._mel = torch.from_numpy(mel).float()  # (F, n_fft/2+1)
+        self._window = torch.hann_window(config.win_length)
+        self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
+        self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32)
+
+    def log_mel(self, waveform) -> torch.Tensor:
+        """(N,) samples -> (T, F) log-mel, T = 1 + N // hop_length."""
+        c = self.config
+        wave = torch.as_tensor(waveform, dtype=torch.float32)
+        # Constant padding (not reflect) so that clips shorter than half a window still work.
+        spec = torch.stft(
+            wave, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
+            window=self._window, center=True, pad_mode="constant", return_complex=True,
+        )  # (n_fft/2+1, T)
+        power = spec.real.square() + spec.imag.square()
+        return torch.log(self._mel @ power + 1e-10).T.contiguous()  # (T, F)
+
+    def __call__(self, waveform) -> torch.Tensor:
+        feats = self.log_mel(waveform)
+        if self.mean is not None:
+            feats = (feats - self.mean) / self.std
+        return feats
+
+    def set_stats(self, waveforms) -> None:
+        """Compute per-bin mean and std over every frame of `waveforms` (an iterable of (N,) arrays)."""
+        total = torch.zeros(self.config.n_mels, dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        frames = 0
+        for wave in waveforms:
+            feats = self.log_mel(wave).double()
+            total += feats.sum(0)
+            total_sq += feats.square().sum(0)
+            frames += feats.shape[0]
+        if frames == 0:
+            raise ValueError("no audio to compute feature statistics from")
+        mean = total / frames
+        var = (total_sq / frames - mean.square()).clamp_min(1e-8)
+        self.mean, self.std = mean.float(), var.sqrt().float()
+
+    def to_dict(self) -> dict:
+        return {"config": asdict(self.config), "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureExtractor:
+        return cls(FeatureConfig(**d["config"]), d["mean"], d["std"])
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    """Frequency and time masking (Park et al., 2019) on normalised features; masked values are 0 (the mean).
+
+    Hand-written rather than torchaudio's FrequencyMasking/TimeMasking: those draw from the global
+    RNG, and here every draw comes from an explicit generator so augmented epochs are reproducible,
+    and the time-mask width scales with the utterance length.
+    """
+
+    freq_masks: int = 2
+    freq_width: int = 27
+    time_masks: int = 2
+    time_width_ratio: float = 0.05
+
+    def __call__(self, feats: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        feats = feats.clone()  # (T, F)
+        num_frames, num_bins = feats.shape
+        for _ in range(self.freq_masks):
+            self._mask(feats, 1, num_bins, self.freq_width, generator)
+        time_width = max(1, math.floor(self.time_width_ratio * num_frames))
+        for _ in range(self.time_masks):
+            self._mask(feats, 0, num_frames, time_width, generator)
+        return feats
+
+    @staticmethod
+    def _mask(feats, dim, size, max_width, generator):
+        width = int(torch.randint(0, min(max_width, size) + 1, (1,), generator=generator))
+        if width == 0:
+            return
+        start = int(torch.randint(0, size - width + 1, (1,), generator=generator))
+        feats.narrow(dim, start, width).zero_()

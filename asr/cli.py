@@ -1,0 +1,249 @@
+"""The `asr` command: prepare, train, evaluate, transcribe. argparse only; heavy imports happen per command.
+
+Every subcommand exits 0 on success, 1 when something failed (with a one-line `error:` message per
+problem on stderr, never a traceback for bad input) and 2 for invalid usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from asr.errors import InputError
+
+log = logging.getLogger("asr")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.func(args) or 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from asr import __version__
+
+    parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition.")
+    parser.add_argument("--version", action="version", version=f"asr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_prepare(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_transcribe(sub)
+    return parser
+
+
+# --- prepare --------------------------------------------------------------------------------------
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="scan a corpus into JSONL manifests",
+                       description="Scan a corpus layout on disk into JSONL manifests.")
+    corpora = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
+    an4 = corpora.add_parser("an4", help="CMU AN4 (official layout: etc/, wav/an4_clstk, wav/an4test_clstk)",
+                             description="Write OUT/an4-train.jsonl, and OUT/an4-test.jsonl when the test half "
+                                         "is present. With --dev-fraction, whole speakers are moved from the "
+                                         "training half to OUT/an4-dev.jsonl.")
+    an4.add_argument("--root", required=True, help="folder holding etc/ and wav/")
+    an4.add_argument("--out", required=True, help="folder for the manifests")
+    an4.add_argument("--dev-fraction", type=float, default=0.0,
+                     help="share of training utterances held out as a dev set, by speaker (default: none)")
+    an4.add_argument("--seed", type=int, default=0, help="seed for choosing dev speakers")
+    an4.set_defaults(func=_prepare_an4)
+    ls = corpora.add_parser("librispeech", help="LibriSpeech subsets found under --root",
+                            description="Write OUT/<subset>.jsonl for every subset found under ROOT "
+                                        "(e.g. ROOT/LibriSpeech/train-clean-100).")
+    ls.add_argument("--root", required=True, help="folder holding LibriSpeech/<subset>/ or the subsets")
+    ls.add_argument("--out", required=True, help="folder for the manifests")
+    ls.set_defaults(func=_prepare_librispeech)
+
+
+def _prepare_an4(args) -> int:
+    from asr.corpora import scan_an4, split_by_speaker
+    from asr.data import write_manifest
+
+    halves = scan_an4(args.root)
+    out = Path(args.out)
+    if "train" in halves and args.dev_fraction > 0:
+        halves["train"], halves["dev"] = split_by_speaker(halves["train"], args.dev_fraction, args.seed)
+    for half, utts in halves.items():
+        write_manifest(out / f"an4-{half}.jsonl", utts)
+        speakers = len({u.speaker for u in utts})
+        print(f"{out / f'an4-{half}.jsonl'}: {len(utts)} utterances, {speakers} speakers, "
+              f"{sum(u.duration for u in utts) / 60:.1f} min")
+    return 0
+
+
+def _prepare_librispeech(args) -> int:
+    from asr.corpora import scan_librispeech
+    from asr.data import write_manifest
+
+    out = Path(args.out)
+    for subset, utts in sorted(scan_librispeech(args.root).items()):
+        write_manifest(out / f"{subset}.jsonl", utts)
+        print(f"{out / f'{subset}.jsonl'}: {len(utts)} utterances, {sum(u.duration for u in utts) / 3600:.2f} h")
+    return 0
+
+
+# --- train ----------------------------------------------------------------------------------------
+
+
+class _TrainHelp(argparse.Action):
+    """--help for `asr train` with the preset table, computed only when asked (it imports torch)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from asr.model import PRESETS, count_parameters
+
+        rows = [f"  {name:<6} {c.num_layers} x BiLSTM {c.hidden_size:>4}, conv {c.conv_channels} ch: "
+                f"{count_parameters(c) / 1e6:6.2f}M parameters" for name, c in PRESETS.items()]
+        parser.epilog = "presets (character vocabulary):\n" + "\n".join(rows)
+        parser.print_help()
+        parser.exit()
+
+
+def _add_train(sub) -> None:
+    from asr.train import TrainConfig
+
+    d = TrainConfig(train=[], out="")
+    p = sub.add_parser("train", help="train a model on manifests", add_help=False,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a BiLSTM-CTC model. Writes RUNDIR/last.pt (resumable), "
+                                   "RUNDIR/best.pt (lowest dev WER), metrics.jsonl and train.log.")
+    p.add_argument("-h", "--help", action=_TrainHelp, help="show this help (with preset sizes) and exit")
+    p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s)")
+    p.add_argument("--dev", metavar="MANIFEST", help="dev manifest: greedy WER after every epoch picks best.pt")
+    p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder for checkpoints and logs")
+    p.add_argument("--preset", default=d.preset, help=f"model size: tiny, small, base, large (default {d.preset})")
+    p.add_argument("--tokenizer", default=d.tokenizer, help="char or bpe:N (N sentencepiece pieces)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up, then cosine decay")
+    p.add_argument("--max-batch-seconds", type=float, default=d.max_batch_seconds,
+                   help="audio seconds per batch, padding included (batches are bucketed by duration)")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="maximum gradient norm")
+    p.add_argument("--min-duration", type=float, default=d.min_duration, help="drop shorter utterances (s)")
+    p.add_argument("--max-duration", type=float, default=d.max_duration, help="drop longer utterances (s)")
+    p.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", help="turn SpecAugment off")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true", help="continue from RUNDIR/last.pt if it exists")
+    p.set_defaults(func=_train)
+
+
+def _train(args) -> int:
+    from dataclasses import fields
+
+    from asr.train import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    train(cfg)
+    return 0
+
+
+# --- evaluate -------------------------------------------------------------------------------------
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="WER/CER of a model on a manifest",
+                       description="Decode a manifest and score it: prints WER and CER, writes "
+                                   "OUTPUT/summary.json and OUTPUT/utterances.jsonl.")
+    p.add_argument("--manifest", required=True, help="JSONL manifest with reference transcripts")
+    p.add_argument("--model", help="checkpoint (default: the bundled model)")
+    p.add_argument("--decoder", default="greedy", choices=["greedy"], help="decoding method")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for summary.json and utterances.jsonl")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from asr.evaluate import evaluate
+    from asr.train import load_utterances
+    from asr.transcribe import Transcriber
+
+    utts = load_utterances([args.manifest], "evaluation")
+    t = Transcriber.load(args.model, args.device)
+    s = evaluate(t.model, t.features, t.tokenizer, utts, args.output, args.device,
+                 extra={"model": str(args.model or "bundled"), "manifest": args.manifest, "decoder": args.decoder})
+    for problem in s["skipped"]:
+        print(f"error: {problem}", file=sys.stderr)
+    print(f"WER {100 * s['wer']:.2f} % ({s['substitutions']} sub, {s['deletions']} del, {s['insertions']} ins "
+          f"/ {s['ref_words']} words)  CER {100 * s['cer']:.2f} %  on {s['utterances']} utterances, "
+          f"{s['audio_seconds'] / 60:.1f} min, RTF {s['real_time_factor']:.3f}")
+    print(f"wrote {Path(args.output) / 'summary.json'} and {Path(args.output) / 'utterances.jsonl'}")
+    return 1 if s["skipped"] else 0
+
+
+# --- transcribe -----------------------------------------------------------------------------------
+
+
+def _add_transcribe(sub) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio files or folders",
+                       description="Transcribe audio files (wav, flac, ogg, sph, mp3, ...) and folders "
+                                   "(searched recursively). Without --output-dir the text goes to standard "
+                                   "output. Unreadable files are reported, skipped and listed at the end.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
+    p.add_argument("--model", help="checkpoint (default: the bundled model)")
+    p.add_argument("--decoder", default="greedy", choices=["greedy"], help="decoding method")
+    p.add_argument("--format", default="txt",
+                   help="comma-separated output formats from txt, json, srt, vtt, tsv, or 'all' (default txt)")
+    p.add_argument("--output-dir", metavar="DIR", help="write <name>.<format> files here")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_transcribe)
+
+
+def _parse_formats(spec: str) -> list[str]:
+    from asr.transcribe import FORMATS
+
+    formats = list(FORMATS) if spec == "all" else [f.strip() for f in spec.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise InputError(f"--format: unknown format {', '.join(unknown) or spec!r}; choose from "
+                         f"{', '.join(FORMATS)} or all")
+    return formats
+
+
+def _transcribe(args) -> int:
+    from asr.transcribe import Transcriber, find_audio, write_outputs
+
+    formats = _parse_formats(args.format)
+    if args.output_dir is None and formats != ["txt"]:
+        raise InputError(f"--format {args.format} writes files: add --output-dir DIR")
+    files, failures = find_audio(args.paths)
+    total = len(files) + len(failures)
+    for problem in failures:
+        print(f"error: {problem}", file=sys.stderr)
+    transcriber = Transcriber.load(args.model, args.device) if files else None
+    for path in files:
+        try:
+            result = transcriber.transcribe(path)
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failures.append(str(e))
+            continue
+        if args.output_dir is None:
+            print(result.text if len(files) == 1 else f"{path}\t{result.text}", flush=True)
+        else:
+            write_outputs(result, Path(args.output_dir) / path.stem, formats)
+    if failures:
+        print(f"{len(failures)} of {total} inputs failed:",
+              file=sys.stderr)
+        for f in failures:
+            print(f"  {f}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,194 @@
+"""Manifests, the training dataset, padding and duration-bucketed batching.
+
+A manifest is JSON Lines, one utterance a line:
+``{"id": "...", "audio": "path", "duration": 3.2, "text": "...", "speaker": "..."}``;
+``audio`` is relative to the manifest's folder or absolute; NeMo's ``audio_filepath`` is accepted.
+
+Dimensions: B batch, T frames, F mel bins, L target tokens (summed over the batch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from asr.atomic import atomic_write_text
+from asr.errors import InputError
+
+
+@dataclass
+class Utterance:
+    id: str
+    audio: str  # absolute path
+    duration: float
+    text: str = ""
+    speaker: str | None = None
+
+
+def read_manifest(path: str | Path) -> tuple[list[Utterance], list[str]]:
+    """-> (utterances, problems). Lines that cannot be used are skipped and described in `problems`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such manifest")
+    utts, problems, seen = [], [], set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            utt = _parse_line(line, path.parent)
+        except ValueError as e:
+            problems.append(f"{path}:{n}: {e}")
+            continue
+        if utt.id in seen:
+            problems.append(f"{path}:{n}: duplicate id {utt.id!r}")
+            continue
+        seen.add(utt.id)
+        utts.append(utt)
+    return utts, problems
+
+
+def _parse_line(line: str, base: Path) -> Utterance:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    audio = row.get("audio", row.get("audio_filepath"))
+    if not isinstance(audio, str) or not audio:
+        raise ValueError("no 'audio' path")
+    audio_path = Path(audio) if os.path.isabs(audio) else base / audio
+    try:
+        duration = float(row.get("duration", "nan"))
+    except (TypeError, ValueError):
+        raise ValueError(f"duration {row.get('duration')!r} is not a number") from None
+    if not math.isfinite(duration) or duration <= 0:
+        raise ValueError(f"missing or invalid duration {row.get('duration')!r}")
+    text = row.get("text", "")
+    if not isinstance(text, str):
+        raise ValueError("'text' is not a string")
+    speaker = row.get("speaker")
+    return Utterance(str(row.get("id", audio_path.stem)), str(audio_path), duration, text,
+                     None if speaker is None else str(speaker))
+
+
+def write_manifest(path: str | Path, utts: list[Utterance]) -> None:
+    """Atomic write; audio paths under the manifest's folder are stored relative to it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    lines = []
+    for u in utts:
+        audio = Path(u.audio).resolve()
+        rel = audio.relative_to(base) if audio.is_relative_to(base) else audio
+        row = {"id": u.id, "audio": str(rel), "duration": round(u.duration, 3), "text": u.text}
+        if u.speaker is not None:
+            row["speaker"] = u.speaker
+        lines.append(json.dumps(row, ensure_ascii=False))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Features computed on the fly (in DataLoader workers) from each utterance's audio.
+
+    An unreadable file yields an item with an ``error`` instead of raising, so that one bad file
+    costs one utterance, not the run; `collate` drops it and reports it.
+    """
+
+    def __init__(self, utts: list[Utterance], features, tokenizer, spec_augment=None, seed: int = 0):
+        self.utts, self.features, self.tokenizer = utts, features, tokenizer
+        self.spec_augment, self.seed, self.epoch = spec_augment, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> dict:
+        from asr.audio import load_audio
+
+        utt = self.utts[i]
+        try:
+            feats = self.features(load_audio(utt.audio))
+        except InputError as e:
+            return {"id": utt.id, "error": str(e)}
+        if self.spec_augment is not None:
+            # Seeded by (seed, epoch, index): reproducible whatever worker runs it.
+            gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF)
+            feats = self.spec_augment(feats, gen)
+        targets = torch.tensor(self.tokenizer.encode(utt.text), dtype=torch.long)
+        return {"id": utt.id, "feats": feats, "targets": targets, "text": utt.text}
+
+
+@dataclass
+class Batch:
+    ids: list[str]
+    feats: torch.Tensor  # (B, T, F), zero-padded
+    lengths: torch.Tensor  # (B,)
+    targets: torch.Tensor  # (L,), concatenated
+    target_lengths: torch.Tensor  # (B,)
+    texts: list[str]
+    skipped: list[tuple[str, str]]  # (id, error) of items dropped from this batch
+
+
+def collate(items: list[dict]) -> Batch:
+    good = [it for it in items if "error" not in it]
+    skipped = [(it["id"], it["error"]) for it in items if "error" in it]
+    n_mels = good[0]["feats"].shape[1] if good else 0
+    lengths = torch.tensor([it["feats"].shape[0] for it in good], dtype=torch.long)
+    feats = torch.zeros(len(good), int(lengths.max()) if good else 0, n_mels)
+    for j, it in enumerate(good):
+        feats[j, : it["feats"].shape[0]] = it["feats"]
+    targets = torch.cat([it["targets"] for it in good]) if good else torch.zeros(0, dtype=torch.long)
+    target_lengths = torch.tensor([len(it["targets"]) for it in good], dtype=torch.long)
+    return Batch([it["id"] for it in good], feats, lengths, targets, target_lengths,
+                 [it["text"] for it in good], skipped)
+
+
+class BucketBatchSampler(torch.utils.data.Sampler):
+    """Batches of similar duration, each holding at most `max_seconds` of padded audio.
+
+    Utterances are sorted by duration (jittered by ±10 % per epoch so batches change between
+    epochs), cut into batches whose size x longest duration stays within `max_seconds`, and the
+    batch order is shuffled each epoch. Sorting keeps padding, and so wasted compute, small.
+    """
+
+    def __init__(self, durations: list[float], max_seconds: float, shuffle: bool = True, seed: int = 0):
+        self.durations, self.max_seconds = durations, max_seconds
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        durations = torch.tensor(self.durations, dtype=torch.float64)
+        if self.shuffle:
+            durations = durations * (1 + 0.2 * (torch.rand(len(durations), generator=gen, dtype=torch.float64) - 0.5))
+        order = torch.argsort(durations, stable=True).tolist()
+        batches, current, longest = [], [], 0.0
+        for i in order:
+            d = self.durations[i]
+            if current and max(longest, d) * (len(current) + 1) > self.max_seconds:
+                batches.append(current)
+                current, longest = [], 0.0
+            current.append(i)
+            longest = max(longest, d)
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())

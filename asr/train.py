@@ -1,0 +1,272 @@
+"""Training as plain functions: prepare data, build the model, then one visible loop.
+
+Dimensions: B batch, T frames, T' output frames, V vocabulary, L target tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import asr
+from asr.audio import FeatureExtractor, SpecAugment, load_audio
+from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
+from asr.errors import InputError
+from asr.evaluate import decode_utterances, summarize
+from asr.model import Model, output_lengths, preset_config, read_checkpoint, save_checkpoint
+from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    train: list[str]
+    out: str
+    dev: str | None = None
+    preset: str = "small"
+    tokenizer: str = "char"
+    epochs: int = 30
+    lr: float = 1.5e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 300
+    final_lr_ratio: float = 0.02  # cosine decay ends at lr * this
+    max_batch_seconds: float = 240.0
+    grad_clip: float = 5.0
+    min_duration: float = 0.1
+    max_duration: float = 30.0
+    spec_augment: bool = True
+    seed: int = 0
+    workers: int = 1
+    threads: int = 0  # 0: torch's default
+    device: str = "auto"
+    resume: bool = False
+    stats_utterances: int = 500
+    log_every: int = 50
+    max_bad_batches: int = 20  # consecutive non-finite losses before the run stops
+    dev_examples: int = 3
+    extra_metadata: dict = field(default_factory=dict)
+
+
+def load_utterances(paths: list[str], what: str) -> list[Utterance]:
+    utts: list[Utterance] = []
+    for p in paths:
+        got, problems = read_manifest(p)
+        for problem in problems[:10]:
+            log.warning("skipping %s", problem)
+        if len(problems) > 10:
+            log.warning("... and %d more unusable lines in %s", len(problems) - 10, p)
+        utts += got
+    if not utts:
+        raise InputError(f"no usable utterances in the {what} manifest(s): {', '.join(paths)}")
+    return utts
+
+
+def filter_trainable(utts: list[Utterance], tokenizer, cfg: TrainConfig) -> list[Utterance]:
+    """Drop what CTC cannot learn from, and say how many and why."""
+    kept, dropped = [], {"too short": 0, "too long": 0, "transcript longer than the output frames": 0}
+    for u in utts:
+        if u.duration < cfg.min_duration:
+            dropped["too short"] += 1
+            continue
+        if u.duration > cfg.max_duration:
+            dropped["too long"] += 1
+            continue
+        ids = tokenizer.encode(u.text)
+        repeats = sum(a == b for a, b in zip(ids, ids[1:], strict=False))
+        frames = output_lengths(torch.tensor(1 + int(u.duration * 100))).item()
+        if len(ids) + repeats > frames:  # CTC needs a blank between repeated labels
+            dropped["transcript longer than the output frames"] += 1
+            continue
+        kept.append(u)
+    for reason, n in dropped.items():
+        if n:
+            log.warning("dropped %d training utterances: %s (limits %.2f-%.1f s)", n, reason,
+                        cfg.min_duration, cfg.max_duration)
+    if tokenizer.unknown:
+        log.warning("training transcripts have %s", describe_unknown(tokenizer.unknown))
+    if not kept:
+        raise InputError("no training utterances left after filtering")
+    return kept
+
+
+def lr_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to `final_ratio` at `total` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def ctc_loss(log_probs, out_lengths, targets, target_lengths) -> torch.Tensor:
+    # CTC sums probabilities over many paths; in float16/bfloat16 that underflows, so always float32.
+    return F.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths,
+                      blank=0, reduction="mean", zero_infinity=True)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train to `cfg.out`: last.pt (resumable), best.pt (by dev WER), metrics.jsonl, train.log."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = _log_to_file(out / "train.log")
+    try:
+        return _train(cfg, out)
+    finally:
+        logging.getLogger("asr").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: TrainConfig, out: Path) -> dict:
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if cfg.device == "auto" else cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    train_utts = load_utterances(cfg.train, "training")
+    dev_utts = load_utterances([cfg.dev], "dev") if cfg.dev else []
+    resume_state = read_checkpoint(out / "last.pt") if cfg.resume and (out / "last.pt").exists() else None
+    if cfg.resume and resume_state is None:
+        log.warning("--resume: no %s yet, starting from scratch", out / "last.pt")
+
+    if resume_state:  # the tokenizer and feature statistics are part of what was trained
+        tokenizer = tokenizer_from_dict(resume_state["tokenizer"])
+        features = FeatureExtractor.from_dict(resume_state["features"])
+    else:
+        tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
+        features = FeatureExtractor()
+        sample = random.Random(cfg.seed).sample(train_utts, min(cfg.stats_utterances, len(train_utts)))
+        features.set_stats(_readable_waves(sample))
+    train_utts = filter_trainable(train_utts, tokenizer, cfg)
+    model_cfg = preset_config(cfg.preset, tokenizer.vocab_size, features.config.n_mels)
+    model = Model(model_cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%d training utterances (%.2f h), %d dev; preset %s, %s tokenizer (%d symbols), %.2fM parameters, %s",
+             len(train_utts), sum(u.duration for u in train_utts) / 3600, len(dev_utts), cfg.preset,
+             tokenizer.kind, tokenizer.vocab_size, n_params / 1e6, device)
+
+    dataset = SpeechDataset(train_utts, features, tokenizer,
+                            SpecAugment() if cfg.spec_augment else None, seed=cfg.seed)
+    sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=cfg.workers, persistent_workers=False)
+    total_steps = cfg.epochs * len(sampler)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.final_lr_ratio))
+
+    step, start_epoch, best_wer, elapsed = 0, 0, math.inf, 0.0
+    if resume_state:
+        model.load_state_dict(resume_state["state_dict"])
+        ts = resume_state["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        step, start_epoch, best_wer, elapsed = ts["step"], ts["epoch"] + 1, ts["best_wer"], ts["elapsed"]
+        log.info("resumed from %s at epoch %d, step %d", out / "last.pt", start_epoch, step)
+
+    bad_in_a_row, skipped_audio = 0, {}
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        sampler.set_epoch(epoch)
+        dataset.epoch = epoch
+        t0, epoch_loss, epoch_batches, epoch_audio = time.perf_counter(), 0.0, 0, 0.0
+        for batch in loader:
+            skipped_audio.update(batch.skipped)
+            if not batch.ids:
+                continue
+            log_probs, out_lengths = model(batch.feats.to(device), batch.lengths.to(device))
+            loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device), batch.target_lengths.to(device))
+            if not torch.isfinite(loss):
+                bad_in_a_row += 1
+                log.warning("step %d: non-finite loss, batch skipped (ids: %s)", step, ", ".join(batch.ids[:8]))
+                if bad_in_a_row >= cfg.max_bad_batches:
+                    raise RuntimeError(f"{bad_in_a_row} non-finite losses in a row: lower --lr or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            bad_in_a_row = 0
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            epoch_loss += loss.item()
+            epoch_batches += 1
+            epoch_audio += float(batch.lengths.sum()) * features.config.frame_seconds
+            if step % cfg.log_every == 0:
+                log.info("epoch %d step %d loss %.3f grad-norm %.2f lr %.2e", epoch + 1, step, loss.item(),
+                         grad_norm, scheduler.get_last_lr()[0])
+        train_seconds = time.perf_counter() - t0
+        elapsed += train_seconds
+        record = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss / max(1, epoch_batches),
+                  "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 1),
+                  "audio_seconds_per_second": round(epoch_audio / max(train_seconds, 1e-9), 1)}
+        if dev_utts:
+            record.update(_validate(model, features, tokenizer, dev_utts, cfg, device))
+        log.info("epoch %d: %s", epoch + 1, json.dumps(record))
+        with (out / "metrics.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+        metadata = _metadata(cfg, step, epoch + 1, record, elapsed)
+        improved = dev_utts and record["dev_wer"] < best_wer
+        if improved:
+            best_wer = record["dev_wer"]
+            save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
+        train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "step": step, "epoch": epoch, "best_wer": best_wer, "elapsed": elapsed}
+        save_checkpoint(out / "last.pt", model, tokenizer, features, metadata, train_state)
+        if not dev_utts:  # without a dev set, the latest model is the best we know
+            save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
+    if skipped_audio:
+        log.warning("%d training files could not be read and were skipped:\n  %s", len(skipped_audio),
+                    "\n  ".join(skipped_audio.values()))
+    summary = {"steps": step, "best_dev_wer": None if best_wer == math.inf else best_wer,
+               "train_seconds": round(elapsed, 1), "out": str(out)}
+    log.info("done: %s", json.dumps(summary))
+    return summary
+
+
+def _validate(model, features, tokenizer, dev_utts, cfg, device) -> dict:
+    t0 = time.perf_counter()
+    decoded = decode_utterances(model, features, tokenizer, dev_utts, device=device)
+    summary, rows = summarize(decoded, time.perf_counter() - t0)
+    for row in rows[: cfg.dev_examples]:
+        log.info("  ref: %s\n  hyp: %s", row["reference"], row["hypothesis"])
+    return {"dev_wer": round(summary["wer"], 4), "dev_cer": round(summary["cer"], 4)}
+
+
+def _metadata(cfg: TrainConfig, step: int, epoch: int, record: dict, elapsed: float) -> dict:
+    return {
+        "code_version": asr.__version__,
+        "train_manifests": [str(p) for p in cfg.train],
+        "dev_manifest": cfg.dev,
+        "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("extra_metadata",)},
+        "steps": step, "epochs": epoch, "train_seconds": round(elapsed, 1),
+        "dev_wer": record.get("dev_wer"), "dev_cer": record.get("dev_cer"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **cfg.extra_metadata,
+    }
+
+
+def _readable_waves(utts):
+    for u in utts:
+        try:
+            yield load_audio(u.audio)
+        except InputError as e:
+            log.warning("feature statistics: skipping %s", e)
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("asr").addHandler(handler)
+    return handler

@@ -52,8 +52,9 @@ def _add_prepare(sub) -> None:
     corpora = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
     an4 = corpora.add_parser("an4", help="CMU AN4 (official layout: etc/, wav/an4_clstk, wav/an4test_clstk)",
                              description="Write OUT/an4-train.jsonl, and OUT/an4-test.jsonl when the test half "
-                                         "is present. With --dev-fraction, whole speakers are moved from the "
-                                         "training half to OUT/an4-dev.jsonl.")
+                                         "is present. With --dev-fraction, whole speakers (the same share of "
+                                         "female and male ones) are moved from the training half to "
+                                         "OUT/an4-dev.jsonl.")
     an4.add_argument("--root", required=True, help="folder holding etc/ and wav/")
     an4.add_argument("--out", required=True, help="folder for the manifests")
     an4.add_argument("--dev-fraction", type=float, default=0.0,
@@ -75,7 +76,9 @@ def _prepare_an4(args) -> int:
     halves = scan_an4(args.root)
     out = Path(args.out)
     if "train" in halves and args.dev_fraction > 0:
-        halves["train"], halves["dev"] = split_by_speaker(halves["train"], args.dev_fraction, args.seed)
+        # AN4 speaker ids start with the speaker's sex (f/m): hold out the same share of each.
+        halves["train"], halves["dev"] = split_by_speaker(halves["train"], args.dev_fraction, args.seed,
+                                                          group=lambda speaker: speaker[0])
     for half, utts in halves.items():
         write_manifest(out / f"an4-{half}.jsonl", utts)
         speakers = len({u.speaker for u in utts})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -107,18 +108,26 @@ def scan_librispeech(root: str | Path) -> dict[str, list[Utterance]]:
     return {name: _with_durations(c) for name, c in subsets.items()}
 
 
-def split_by_speaker(utts: list[Utterance], fraction: float, seed: int = 0) -> tuple[list[Utterance], list[Utterance]]:
-    """-> (rest, held_out): whole speakers, shuffled with `seed`, held out until `fraction` of the utterances."""
-    speakers = sorted({u.speaker or u.id for u in utts})
-    random.Random(seed).shuffle(speakers)
-    target, held, count = fraction * len(utts), set(), 0
-    per_speaker: dict[str, int] = {}
-    for u in utts:
-        per_speaker[u.speaker or u.id] = per_speaker.get(u.speaker or u.id, 0) + 1
-    for s in speakers:
-        if count >= target:
-            break
-        held.add(s)
-        count += per_speaker[s]
+def split_by_speaker(utts: list[Utterance], fraction: float, seed: int = 0,
+                     group=None) -> tuple[list[Utterance], list[Utterance]]:
+    """-> (rest, held_out): whole speakers held out until `fraction` of the utterances.
+
+    Speakers are shuffled with `seed`. With `group` (speaker -> key), the fraction is taken from
+    each group separately, so that e.g. both sexes appear in a dev set (AN4 speaker ids begin
+    with f or m).
+    """
+    per_speaker = Counter(u.speaker or u.id for u in utts)
+    groups: dict[str, list[str]] = {}
+    for s in sorted(per_speaker):
+        groups.setdefault(group(s) if group else "", []).append(s)
+    rng, held = random.Random(seed), set()
+    for speakers in groups.values():
+        rng.shuffle(speakers)
+        target, count = fraction * sum(per_speaker[s] for s in speakers), 0
+        for s in speakers:
+            if count >= target:
+                break
+            held.add(s)
+            count += per_speaker[s]
     rest = [u for u in utts if (u.speaker or u.id) not in held]
     return rest, [u for u in utts if (u.speaker or u.id) in held]

@@ -44,7 +44,7 @@ def read_manifest(path: str | Path) -> tuple[list[Utterance], list[str]]:
         if not line.strip():
             continue
         try:
-            utt = _parse_line(line, path.parent)
+            utt = _parse_line(line, path.parent.resolve())  # Utterance.audio is absolute
         except ValueError as e:
             problems.append(f"{path}:{n}: {e}")
             continue

@@ -19,7 +19,7 @@ BLANK = 0
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
 # Punctuation that carries no spoken content is removed; dashes and slashes separate words.
 _SEPARATORS = re.compile(r"[-\u2010-\u2015/_]+")
-_PUNCTUATION = re.compile(r"[.,!?;:\"()\[\]{}\u201c\u201d\u00ab\u00bb\u2026]+")
+_PUNCTUATION = re.compile(r"[.,!?;:\"()\[\]{}\u201c\u201d\u201e\u201a\u00ab\u00bb\u2039\u203a\u2026\u00bf\u00a1]+")
 _SPACES = re.compile(r"\s+")
 
 
@@ -29,7 +29,8 @@ def normalize_text(text: str) -> str:
     Applied to training transcripts, to references before scoring and to hypotheses, so that WER
     compares words, not typography. Digits and non-Latin letters are kept: the tokenizer reports them.
     """
-    text = unicodedata.normalize("NFKD", text)
+    # Apostrophes first: NFKD would turn the acute accent \u00b4 into a space and a combining mark.
+    text = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
     text = "".join(c for c in text if not unicodedata.combining(c))
     text = text.translate(_APOSTROPHES).lower()
     text = _SEPARATORS.sub(" ", text)
@@ -91,11 +92,15 @@ class BPETokenizer:
         if not texts:
             raise ValueError("no transcript text to train a BPE tokenizer on")
         proto = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocab_size,
-            model_type="bpe", character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=0,
-            hard_vocab_limit=False, minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocab_size,
+                model_type="bpe", character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=0,
+                hard_vocab_limit=False, minloglevel=2,
+            )
+        except RuntimeError as e:  # e.g. fewer pieces than distinct characters in the text
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise ValueError(f"cannot train a BPE tokenizer with {vocab_size} pieces: {reason}") from None
         return cls(proto.getvalue())
 
     @property
@@ -112,7 +117,8 @@ class BPETokenizer:
         return [p + 1 for p in pieces]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self._sp.decode([i - 1 for i in ids if i != BLANK])
+        # A lone "\u2581" piece decodes to a space of its own: collapse, as CharTokenizer.decode does.
+        return _SPACES.sub(" ", self._sp.decode([i - 1 for i in ids if i != BLANK])).strip()
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "model_proto": self.model_proto}

@@ -1,0 +1,297 @@
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from asr.audio import SAMPLE_RATE, FeatureConfig, FeatureExtractor, SpecAugment, audio_duration, load_audio
+from asr.errors import InputError
+
+# name: (file extension, soundfile format, soundfile subtype)
+FORMATS = {
+    "wav-pcm16": ("wav", "WAV", "PCM_16"),
+    "wav-pcm24": ("wav", "WAV", "PCM_24"),
+    "wav-float32": ("wav", "WAV", "FLOAT"),
+    "flac": ("flac", "FLAC", "PCM_16"),
+    "ogg-vorbis": ("ogg", "OGG", "VORBIS"),
+    "nist-sphere": ("sph", "NIST", "PCM_16"),
+    "mp3": ("mp3", "MP3", None),
+}
+RATES = [8_000, 16_000, 22_050, 44_100, 48_000]
+CHANNELS = [1, 2, 6]
+TONE_HZ = 1000.0
+SECONDS = 0.5
+
+
+def _tone(rate: int, channels: int, seconds: float = SECONDS, hz: float = TONE_HZ) -> np.ndarray:
+    """(N, C): the same sine in every channel (in phase), at a different level per channel."""
+    t = np.arange(round(seconds * rate)) / rate
+    levels = 0.2 + 0.1 * np.arange(channels)
+    return (np.sin(2 * np.pi * hz * t)[:, None] * levels[None, :]).astype(np.float32)
+
+
+def _write(path, data: np.ndarray, rate: int, fmt: str, subtype: str | None) -> None:
+    try:
+        soundfile.write(str(path), data, rate, format=fmt, subtype=subtype)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+        if fmt == "MP3":  # MPEG Layer III is mono/stereo only; old libsndfile has no MP3 at all
+            pytest.skip(f"this libsndfile ({soundfile.__libsndfile_version__}) cannot write "
+                        f"{data.shape[1]}-channel MP3 at {rate} Hz: {e}")
+        raise
+
+
+def _peak_hz(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return float(np.argmax(spectrum)) * rate / len(audio)
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_load_audio_any_format_rate_and_channels(tmp_path, fmt, rate, channels):
+    ext, sf_format, subtype = FORMATS[fmt]
+    path = tmp_path / f"tone.{ext}"
+    data = _tone(rate, channels)
+    _write(path, data, rate, sf_format, subtype)
+
+    audio = load_audio(path)
+
+    assert audio.dtype == np.float32
+    assert audio.ndim == 1
+    assert audio.flags["C_CONTIGUOUS"]
+    expected_len = round(len(data) * SAMPLE_RATE / rate)
+    assert abs(len(audio) - expected_len) <= 4, (len(audio), expected_len)
+    assert np.all(np.isfinite(audio))
+    assert abs(_peak_hz(audio) - TONE_HZ) <= 4.0
+
+
+def test_load_audio_mixes_all_channels_to_mono(tmp_path):
+    rate = 16_000
+    t = np.arange(rate) / rate
+    data = np.zeros((rate, 6), dtype=np.float32)
+    data[:, 0] = 0.5 * np.sin(2 * np.pi * 500 * t)  # first channel
+    data[:, 5] = 0.5 * np.sin(2 * np.pi * 3000 * t)  # last channel
+    path = tmp_path / "six.wav"
+    soundfile.write(str(path), data, rate, subtype="FLOAT")
+
+    audio = load_audio(path)
+
+    np.testing.assert_allclose(audio, data.mean(axis=1), atol=1e-6)
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert spectrum[500] > 100 and spectrum[3000] > 100  # 1 Hz bins: both channels are in the mix
+
+
+def test_load_audio_keeps_16k_samples_unchanged(tmp_path):
+    rng = np.random.default_rng(0)
+    data = (0.1 * rng.standard_normal(4000)).astype(np.float32)
+    path = tmp_path / "x.wav"
+    soundfile.write(str(path), data, SAMPLE_RATE, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(path), data)
+
+
+def test_load_audio_to_another_rate(tmp_path):
+    path = tmp_path / "x.wav"
+    soundfile.write(str(path), _tone(44_100, 1), 44_100)
+    audio = load_audio(path, sample_rate=8_000)
+    assert abs(len(audio) - 4_000) <= 4
+    assert abs(_peak_hz(audio, 8_000) - TONE_HZ) <= 4.0
+
+
+def _missing(tmp_path):
+    return tmp_path / "nope.wav"
+
+
+def _directory(tmp_path):
+    path = tmp_path / "folder.wav"
+    path.mkdir()
+    return path
+
+
+def _zero_bytes(tmp_path):
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    return path
+
+
+def _text_as_wav(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("this is not audio\n" * 20)
+    return path
+
+
+def _no_samples(tmp_path):
+    path = tmp_path / "header-only.wav"
+    soundfile.write(str(path), np.zeros((0, 1), dtype=np.float32), SAMPLE_RATE)
+    return path
+
+
+def _non_finite(value):
+    def make(tmp_path):
+        data = np.zeros(1600, dtype=np.float32)
+        data[800] = value
+        path = tmp_path / f"bad-{value}.wav"
+        soundfile.write(str(path), data, SAMPLE_RATE, subtype="FLOAT")
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_missing, _directory, _zero_bytes, _text_as_wav, _no_samples, _non_finite(np.nan), _non_finite(np.inf)],
+    ids=["missing", "directory", "zero-bytes", "text-named-wav", "no-samples", "nan", "inf"],
+)
+def test_load_audio_errors_name_the_file(tmp_path, make):
+    path = make(tmp_path)
+    with pytest.raises(InputError) as info:
+        load_audio(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)  # one line for the command line
+
+
+def test_audio_duration_from_header(tmp_path):
+    path = tmp_path / "x.wav"
+    soundfile.write(str(path), np.zeros(12_345, dtype=np.float32), 22_050)
+    assert audio_duration(path) == pytest.approx(12_345 / 22_050)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "nist-sphere"])
+def test_audio_duration_other_formats(tmp_path, fmt):
+    ext, sf_format, subtype = FORMATS[fmt]
+    path = tmp_path / f"x.{ext}"
+    soundfile.write(str(path), np.zeros((8_000, 2), dtype=np.float32), 8_000, format=sf_format, subtype=subtype)
+    assert audio_duration(path) == pytest.approx(1.0)
+
+
+def test_audio_duration_of_unreadable_file_is_input_error(tmp_path):
+    path = _text_as_wav(tmp_path)
+    with pytest.raises(InputError, match="notes.wav"):
+        audio_duration(path)
+
+
+# Features ---------------------------------------------------------------------------------------
+
+
+def _waves(seed: int = 0) -> list[np.ndarray]:
+    """Noisy tones of different lengths and levels, so every mel bin varies."""
+    rng = np.random.default_rng(seed)
+    waves = []
+    for i, n in enumerate([8_000, 12_345, 4_000, 16_000]):
+        t = np.arange(n) / SAMPLE_RATE
+        tone = np.sin(2 * np.pi * (200 + 700 * i) * t)
+        waves.append((0.1 * (i + 1) * (tone + rng.standard_normal(n))).astype(np.float32))
+    return waves
+
+
+@pytest.mark.parametrize("n", [1, 159, 160, 161, 400, 8_123, 16_000, 16_001])
+def test_log_mel_shape(n):
+    feats = FeatureExtractor().log_mel(np.random.default_rng(n).standard_normal(n).astype(np.float32))
+    assert feats.shape == (1 + n // 160, 80)
+    assert feats.dtype == torch.float32
+    assert torch.isfinite(feats).all()
+
+
+def test_ten_millisecond_clip():
+    fx = FeatureExtractor()
+    fx.set_stats(_waves())
+    feats = fx(np.random.default_rng(1).standard_normal(160).astype(np.float32))
+    assert feats.shape == (2, 80)
+    assert torch.isfinite(feats).all()
+
+
+def test_unnormalised_until_stats_are_set():
+    fx = FeatureExtractor()
+    wave = _waves()[0]
+    assert fx.mean is None and fx.std is None
+    assert torch.equal(fx(wave), fx.log_mel(wave))
+
+
+def test_set_stats_normalises_each_bin():
+    fx = FeatureExtractor()
+    waves = _waves()
+    fx.set_stats(waves)
+    assert fx.mean.shape == fx.std.shape == (80,)
+    feats = torch.cat([fx(w) for w in waves]).double()  # (sum T, F)
+    assert feats.mean(0).abs().max() < 1e-3
+    assert (feats.std(0, unbiased=False) - 1).abs().max() < 1e-3
+
+
+def test_set_stats_takes_a_generator_and_rejects_no_audio():
+    fx = FeatureExtractor()
+    fx.set_stats(w for w in _waves())
+    assert fx.mean is not None
+    with pytest.raises(ValueError):
+        FeatureExtractor().set_stats([])
+
+
+def test_feature_extractor_round_trip():
+    fx = FeatureExtractor()
+    fx.set_stats(_waves())
+    wave = _waves(seed=5)[1]
+    again = FeatureExtractor.from_dict(fx.to_dict())
+    assert again.config == fx.config
+    assert torch.equal(again(wave), fx(wave))
+
+
+def test_feature_extractor_round_trip_through_a_checkpoint(tmp_path):
+    fx = FeatureExtractor(FeatureConfig(n_mels=40))
+    fx.set_stats(_waves())
+    torch.save({"features": fx.to_dict()}, tmp_path / "ckpt.pt")
+    loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    again = FeatureExtractor.from_dict(loaded["features"])
+    wave = _waves(seed=7)[2]
+    assert again(wave).shape[1] == 40
+    assert torch.equal(again(wave), fx(wave))
+
+
+def test_feature_extractor_round_trip_without_stats():
+    fx = FeatureExtractor()
+    again = FeatureExtractor.from_dict(fx.to_dict())
+    wave = _waves()[0]
+    assert again.mean is None
+    assert torch.equal(again(wave), fx(wave))
+
+
+# SpecAugment ------------------------------------------------------------------------------------
+
+
+def _feats() -> torch.Tensor:
+    return torch.rand(300, 80, generator=torch.Generator().manual_seed(0)) + 1.0  # no zeros of its own
+
+
+def test_spec_augment_is_reproducible_with_a_generator():
+    aug, feats = SpecAugment(), _feats()
+    a = aug(feats, torch.Generator().manual_seed(42))
+    b = aug(feats, torch.Generator().manual_seed(42))
+    assert torch.equal(a, b)
+
+
+def test_spec_augment_different_seeds_give_different_masks():
+    aug, feats = SpecAugment(), _feats()
+    masks = {tuple((aug(feats, torch.Generator().manual_seed(s)) == 0).flatten().nonzero().flatten().tolist())
+             for s in range(8)}
+    assert len(masks) >= 7
+
+
+def test_spec_augment_masks_with_zero_and_keeps_the_rest():
+    aug, feats = SpecAugment(), _feats()
+    before = feats.clone()
+    total_masked = 0
+    for seed in range(10):
+        out = aug(feats, torch.Generator().manual_seed(seed))
+        masked = out == 0
+        assert torch.equal(out[~masked], feats[~masked])
+        # Every masked value lies in a fully masked frame (time mask) or a fully masked bin (frequency mask).
+        full_frames, full_bins = masked.all(1), masked.all(0)
+        assert torch.equal(masked, full_frames[:, None] | full_bins[None, :])
+        assert int(full_bins.sum()) <= aug.freq_masks * aug.freq_width
+        assert int(full_frames.sum()) <= aug.time_masks * max(1, int(aug.time_width_ratio * feats.shape[0]))
+        total_masked += int(masked.sum())
+    assert total_masked > 0
+    assert torch.equal(feats, before)  # the input is not modified
+
+
+def test_spec_augment_on_tiny_inputs():
+    aug = SpecAugment()
+    for frames in [1, 2, 5]:
+        out = aug(torch.ones(frames, 80), torch.Generator().manual_seed(frames))
+        assert out.shape == (frames, 80)

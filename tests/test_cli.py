@@ -1,0 +1,175 @@
+"""The commands as a user runs them: subprocesses, exit codes, one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from asr.audio import FeatureExtractor
+from asr.data import Utterance, write_manifest
+from asr.model import Model, preset_config, save_checkpoint
+from asr.text import CharTokenizer
+from asr.transcribe import DEFAULT_MODEL
+
+REPO = Path(__file__).resolve().parents[1]
+AN4 = REPO.parent / "shared" / "data" / "an4"
+
+
+def run(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "asr", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def assert_one_line_errors(proc, *must_name):
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors, proc.stderr
+    for name in must_name:
+        assert any(str(name) in line for line in errors), (name, proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    tok = CharTokenizer()
+    feats = FeatureExtractor()
+    rng = np.random.default_rng(0)
+    waves = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (16000, 24000)]
+    feats.set_stats(waves)
+    save_checkpoint(d / "tiny.pt", Model(preset_config("tiny", tok.vocab_size)), tok, feats, {"dev_wer": None})
+    utts = []
+    for i, w in enumerate(waves):
+        soundfile.write(d / f"u{i}.wav", w, 16000)
+        utts.append(Utterance(f"u{i}", str(d / f"u{i}.wav"), len(w) / 16000, "some words", "s"))
+    write_manifest(d / "m.jsonl", utts)
+    (d / "not-audio.wav").write_text("this is not audio\n")
+    return d
+
+
+def test_help_of_every_command():
+    for args in [["--help"], ["prepare", "--help"], ["prepare", "an4", "--help"], ["prepare", "librispeech", "--help"],
+                 ["train", "--help"], ["evaluate", "--help"], ["transcribe", "--help"]]:
+        proc = run(*args)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert "usage:" in proc.stdout
+    assert "parameters" in run("train", "--help").stdout  # the preset table
+
+
+def test_transcribe_good_missing_and_non_audio_files(workdir):
+    proc = run("transcribe", workdir / "u0.wav", workdir / "missing.wav", workdir / "not-audio.wav",
+               "--model", workdir / "tiny.pt")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, workdir / "missing.wav", workdir / "not-audio.wav")
+    assert proc.stdout.startswith(f"{workdir / 'u0.wav'}\t")  # the good file was still transcribed
+    assert "2 of 3 inputs failed" in proc.stderr
+
+
+def test_transcribe_writes_every_format(workdir, tmp_path):
+    proc = run("transcribe", workdir / "u0.wav", "--model", workdir / "tiny.pt", "--format", "all",
+               "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"u0.{f}" for f in ["json", "srt", "tsv", "txt", "vtt"]]
+    assert set(json.loads((tmp_path / "u0.json").read_text())) >= {"text", "segments", "words"}
+
+
+def test_transcribe_bad_options_and_model(workdir):
+    proc = run("transcribe", workdir / "u0.wav", "--model", workdir / "missing.pt")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, workdir / "missing.pt")
+    proc = run("transcribe", workdir / "u0.wav", "--model", workdir / "not-audio.wav")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "not-audio.wav")
+    proc = run("transcribe", workdir / "u0.wav", "--model", workdir / "tiny.pt", "--format", "doc")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "doc")
+
+
+def test_evaluate_writes_summary_and_utterances(workdir, tmp_path):
+    proc = run("evaluate", "--manifest", workdir / "m.jsonl", "--model", workdir / "tiny.pt", "--output", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "WER" in proc.stdout and "CER" in proc.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ["wer", "cer", "substitutions", "deletions", "insertions", "ref_words", "utterances",
+                "audio_seconds", "decode_seconds"]:
+        assert key in summary
+    assert summary["utterances"] == 2 and summary["ref_words"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "utterances.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["u0", "u1"] and all("hypothesis" in r for r in rows)
+
+
+def test_evaluate_reports_unreadable_audio_and_goes_on(workdir, tmp_path):
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text(
+        json.dumps({"id": "good", "audio": str(workdir / "u0.wav"), "duration": 1.0, "text": "a"}) + "\n"
+        + json.dumps({"id": "bad", "audio": str(workdir / "not-audio.wav"), "duration": 1.0, "text": "b"}) + "\n"
+        + "{broken json\n")
+    proc = run("evaluate", "--manifest", manifest, "--model", workdir / "tiny.pt", "--output", tmp_path / "out")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "not-audio.wav")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["utterances"] == 1 and len(summary["skipped"]) == 1
+
+
+def test_evaluate_missing_manifest(workdir, tmp_path):
+    proc = run("evaluate", "--manifest", tmp_path / "none.jsonl", "--model", workdir / "tiny.pt", "--output", tmp_path)
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "none.jsonl")
+
+
+def test_train_runs_and_fails_cleanly(workdir, tmp_path):
+    proc = run("train", "--train", workdir / "m.jsonl", "--dev", workdir / "m.jsonl", "--preset", "tiny",
+               "--epochs", "1", "--workers", "0", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
+    proc = run("train", "--train", tmp_path / "missing.jsonl", "--preset", "tiny", "--out", tmp_path / "run2")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "missing.jsonl")
+    proc = run("train", "--train", workdir / "m.jsonl", "--preset", "huge", "--out", tmp_path / "run3")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "huge")
+
+
+def test_shims_are_the_same_commands(workdir):
+    proc = subprocess.run([sys.executable, "transcribe.py", workdir / "u0.wav", "--model", workdir / "tiny.pt"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 0 and "--preset" in proc.stdout
+
+
+@pytest.mark.skipif(not AN4.is_dir(), reason=f"real AN4 data not found at {AN4}")
+def test_prepare_an4_on_the_real_layout(tmp_path):
+    proc = run("prepare", "an4", "--root", AN4, "--out", tmp_path, "--dev-fraction", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    train = (tmp_path / "an4-train.jsonl").read_text().splitlines()
+    dev = (tmp_path / "an4-dev.jsonl").read_text().splitlines()
+    assert len(train) + len(dev) == 948
+    speakers = lambda lines: {json.loads(x)["speaker"] for x in lines}  # noqa: E731
+    assert not speakers(train) & speakers(dev)
+
+
+def test_prepare_missing_root(tmp_path):
+    proc = run("prepare", "an4", "--root", tmp_path / "nothing", "--out", tmp_path)
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "nothing")
+    proc = run("prepare", "librispeech", "--root", tmp_path / "nothing", "--out", tmp_path)
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "nothing")
+
+
+EXAMPLE = REPO / "examples" / "an4-dev-fash.wav"
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL.is_file() and EXAMPLE.is_file()), reason="bundled model or example missing")
+def test_bundled_model_transcribes_the_readme_example():
+    proc = run("transcribe", EXAMPLE)
+    assert proc.returncode == 0, proc.stderr
+    readme = (REPO / "README.md").read_text()
+    assert proc.stdout.strip() and proc.stdout.strip() in readme

@@ -1,0 +1,106 @@
+import torch
+
+from asr.model import (
+    PRESETS,
+    Model,
+    ModelConfig,
+    count_parameters,
+    load_checkpoint,
+    output_lengths,
+    preset_config,
+    read_checkpoint,
+    save_checkpoint,
+)
+
+
+def _model(**overrides) -> Model:
+    torch.manual_seed(0)
+    config = ModelConfig(**{**vars(PRESETS["tiny"]), "num_layers": 2, "vocab_size": 29, **overrides})
+    return Model(config).eval()
+
+
+def test_output_lengths_match_the_network():
+    model = _model()
+    for t in [1, 2, 3, 4, 5, 7, 8, 9, 100, 101]:
+        log_probs, lengths = model(torch.randn(1, t, 80), torch.tensor([t]))
+        assert log_probs.shape[1] == lengths.item() == output_lengths(torch.tensor(t)).item()
+
+
+def test_log_probs_are_normalised():
+    log_probs, _ = _model()(torch.randn(2, 50, 80), torch.tensor([50, 30]))
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 13), atol=1e-5)
+
+
+def test_padded_batch_equals_each_utterance_alone():
+    model = _model()
+    lengths = [37, 80, 5, 61]
+    utts = [torch.randn(t, 80) for t in lengths]
+    batch = torch.zeros(len(utts), max(lengths), 80)
+    batch[:] = 7.0  # garbage in the padding must not matter
+    for i, u in enumerate(utts):
+        batch[i, : len(u)] = u
+    with torch.no_grad():
+        batched, out_lengths = model(batch, torch.tensor(lengths))
+        for i, u in enumerate(utts):
+            alone, alone_len = model(u.unsqueeze(0), torch.tensor([len(u)]))
+            n = alone_len.item()
+            assert out_lengths[i].item() == n
+            torch.testing.assert_close(batched[i, :n], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_presets_and_parameter_counts():
+    assert {"tiny", "small", "base", "large"} <= set(PRESETS)
+    counts = [count_parameters(preset_config(name, 29)) for name in ["tiny", "small", "base", "large"]]
+    assert counts == sorted(counts)
+    assert counts[0] == sum(p.numel() for p in Model(preset_config("tiny", 29)).parameters())
+
+
+def test_checkpoint_round_trip_is_weights_only(tmp_path):
+    from asr.audio import FeatureExtractor
+    from asr.text import CharTokenizer
+
+    model, tok, feats = _model(), CharTokenizer(), FeatureExtractor(mean=torch.zeros(80), std=torch.ones(80))
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, tok, feats, {"note": "x"})
+    state = torch.load(path, weights_only=True)  # must not need pickled code
+    assert state["metadata"] == {"note": "x"}
+    loaded, tok2, feats2, meta = load_checkpoint(path)
+    x = torch.randn(1, 40, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, torch.tensor([40]))[0], model(x, torch.tensor([40]))[0])
+    assert tok2.tokens == tok.tokens and meta["note"] == "x"
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    import pytest
+
+    from asr.errors import InputError
+
+    with pytest.raises(InputError, match="no such model file"):
+        read_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="junk.pt"):
+        read_checkpoint(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(1)}, foreign)
+    with pytest.raises(InputError, match="not an asr checkpoint"):
+        read_checkpoint(foreign)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
+    import pytest
+
+    from asr.errors import InputError
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "asr-bilstm-ctc", "payload": _Payload()}, evil)
+    with pytest.raises(InputError, match="evil.pt"):
+        read_checkpoint(evil)
+    assert "this must never run" not in capsys.readouterr().out

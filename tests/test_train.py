@@ -1,0 +1,88 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from asr.data import Utterance, write_manifest
+from asr.evaluate import decode_utterances
+from asr.model import load_checkpoint
+from asr.train import TrainConfig, ctc_loss, filter_trainable, lr_factor, train
+from asr.text import CharTokenizer
+
+AN4 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "an4"
+TWO_UTTERANCES = [("cen2-fash-b", "A M Y"), ("an253-fash-b", "GO")]
+
+
+@pytest.fixture
+def two_utterances(tmp_path) -> Path:
+    if not AN4.is_dir():
+        pytest.skip(f"real AN4 audio not found at {AN4}")
+    from asr.audio import audio_duration
+
+    utts = []
+    for uid, text in TWO_UTTERANCES:
+        audio = AN4 / "wav" / "an4_clstk" / "fash" / f"{uid}.sph"
+        utts.append(Utterance(uid, str(audio), audio_duration(audio), text, "fash"))
+    manifest = tmp_path / "two.jsonl"
+    write_manifest(manifest, utts)
+    return manifest
+
+
+def test_tiny_model_overfits_two_real_utterances(two_utterances, tmp_path):
+    torch.set_num_threads(2)
+    out = tmp_path / "run"
+    cfg = TrainConfig(train=[str(two_utterances)], dev=str(two_utterances), out=str(out), preset="tiny",
+                      epochs=150, lr=1e-2, warmup_steps=10, spec_augment=False, workers=0, seed=0)
+    summary = train(cfg)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["train_loss"] < 0.1 * records[0]["train_loss"]
+    assert summary["best_dev_wer"] == 0.0
+    model, tok, feats, meta = load_checkpoint(out / "best.pt")
+    assert meta["dev_wer"] == 0.0 and meta["steps"] > 0
+    from asr.data import read_manifest
+
+    utts, _ = read_manifest(two_utterances)
+    decoded = decode_utterances(model, feats, tok, utts)
+    assert [d.hypothesis.text for d in decoded] == ["a m y", "go"]
+
+
+def test_resume_continues_from_last_checkpoint(two_utterances, tmp_path):
+    out = tmp_path / "run"
+    base = dict(train=[str(two_utterances)], dev=str(two_utterances), out=str(out), preset="tiny",
+                warmup_steps=2, workers=0)
+    train(TrainConfig(**base, epochs=2))
+    steps_after_two = torch.load(out / "last.pt", weights_only=True)["train_state"]["step"]
+    summary = train(TrainConfig(**base, epochs=3, resume=True))
+    assert summary["steps"] == steps_after_two * 3 // 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_filter_drops_what_ctc_cannot_learn(caplog):
+    cfg = TrainConfig(train=[], out="", min_duration=0.5, max_duration=10.0)
+    tok = CharTokenizer()
+    utts = [
+        Utterance("ok", "x.wav", 2.0, "hello"),
+        Utterance("short", "x.wav", 0.2, "hi"),
+        Utterance("long", "x.wav", 12.0, "hi"),
+        Utterance("dense", "x.wav", 0.6, "far too many letters for sixty milliseconds"),
+        Utterance("digits", "x.wav", 2.0, "room 101"),
+    ]
+    kept = filter_trainable(utts, tok, cfg)
+    assert [u.id for u in kept] == ["ok", "digits"]
+    assert "too short" in caplog.text and "too long" in caplog.text and "output frames" in caplog.text
+    assert "outside the vocabulary" in caplog.text and "'1' x2" in caplog.text
+
+
+def test_lr_schedule_warms_up_then_decays():
+    f = [lr_factor(s, 10, 100, 0.02) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
+    assert f[-1] == pytest.approx(0.02, abs=1e-3)
+
+
+def test_ctc_loss_is_float32_and_finite_for_impossible_targets():
+    log_probs = torch.randn(2, 3, 5).log_softmax(-1).to(torch.bfloat16)
+    loss = ctc_loss(log_probs, torch.tensor([3, 3]), torch.tensor([1, 2, 3, 4, 1, 2, 3, 4]), torch.tensor([4, 4]))
+    assert loss.dtype == torch.float32 and math.isfinite(loss.item())

@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from asr.audio import FeatureExtractor
+from asr.decoding import Word
+from asr.model import Model, preset_config, save_checkpoint
+from asr.text import CharTokenizer
+from asr.transcribe import (
+    DEFAULT_MODEL,
+    Segment,
+    Transcriber,
+    Transcript,
+    find_audio,
+    write_outputs,
+)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    tok = CharTokenizer()
+    model = Model(preset_config("tiny", tok.vocab_size))
+    feats = FeatureExtractor()
+    feats.set_stats([np.random.default_rng(0).standard_normal(16000).astype(np.float32)])
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model, tok, feats, {"what": "random tiny model"})
+    return path
+
+
+@pytest.fixture
+def speech_wav(tmp_path):
+    rng = np.random.default_rng(1)
+    wave = (0.1 * rng.standard_normal(24000)).astype(np.float32)
+    path = tmp_path / "noise.wav"
+    soundfile.write(path, wave, 16000)
+    return path, wave
+
+
+def test_checkpoint_round_trip_transcribes_identically(checkpoint, speech_wav, tmp_path):
+    path, wave = speech_wav
+    first = Transcriber.load(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    copy = tmp_path / "copy.pt"
+    torch.save(state, copy)
+    second = Transcriber.load(copy)
+    a, b = first.transcribe(path), second.transcribe(path)
+    assert a == b
+    feats = first.features(wave).unsqueeze(0)
+    lengths = torch.tensor([feats.shape[1]])
+    with torch.no_grad():
+        torch.testing.assert_close(first.model(feats, lengths)[0], second.model(feats, lengths)[0], rtol=0, atol=0)
+
+
+def test_transcribe_accepts_path_array_and_tensor(checkpoint, speech_wav):
+    path, wave = speech_wav
+    t = Transcriber.load(checkpoint)
+    from_path = t.transcribe(path)
+    assert t.transcribe(wave, sample_rate=16000) == from_path
+    assert t.transcribe(torch.from_numpy(wave), sample_rate=16000) == from_path
+    assert t.transcribe(np.stack([wave, wave], axis=1), sample_rate=16000) == from_path
+    with pytest.raises(ValueError, match="sample_rate"):
+        t.transcribe(wave)
+
+
+def test_find_audio_expands_folders(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ["a/1.wav", "a/b/2.flac", "a/b/notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    files, problems = find_audio([str(tmp_path / "a"), str(tmp_path / "missing.wav")])
+    assert [f.name for f in files] == ["1.wav", "2.flac"]
+    assert problems == [f"{tmp_path / 'missing.wav'}: no such file"]
+
+
+def test_writers(tmp_path):
+    words = [Word("hello", 0.5, 0.9, 0.8), Word("world", 1.0, 3661.25, 0.7)]
+    t = Transcript("hello world", 3662.0, [Segment(0.5, 3661.25, "hello world")], words)
+    paths = write_outputs(t, tmp_path / "x", ["txt", "json", "srt", "vtt", "tsv"])
+    assert [p.name for p in paths] == ["x.txt", "x.json", "x.srt", "x.vtt", "x.tsv"]
+    assert (tmp_path / "x.txt").read_text() == "hello world\n"
+    doc = json.loads((tmp_path / "x.json").read_text())
+    assert doc["text"] == "hello world" and doc["words"][1] == {"word": "world", "start": 1.0, "end": 3661.25,
+                                                                 "confidence": 0.7}
+    assert (tmp_path / "x.srt").read_text() == "1\n00:00:00,500 --> 01:01:01,250\nhello world\n"
+    assert (tmp_path / "x.vtt").read_text() == "WEBVTT\n\n00:00:00.500 --> 01:01:01.250\nhello world\n"
+    assert (tmp_path / "x.tsv").read_text() == "start\tend\ttext\n500\t3661250\thello world\n"
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="bundled model not present")
+def test_bundled_model_loads_and_describes_itself():
+    t = Transcriber.load()
+    assert t.metadata["dev_wer"] is not None
+    assert t.tokenizer.kind in ("char", "bpe")

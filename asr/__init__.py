@@ -6,3 +6,10 @@ Modules follow the pipeline: ``audio`` (loading, features), ``text`` (normalisat
 """
 
 __version__ = "0.1.0"
+
+
+def load_model(path=None, device: str = "cpu"):
+    """Load a checkpoint (default: the bundled model) as a Transcriber with a `transcribe(audio)` method."""
+    from asr.transcribe import Transcriber
+
+    return Transcriber.load(path, device)

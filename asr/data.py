@@ -37,7 +37,7 @@ def read_manifest(path: str | Path) -> tuple[list[Utterance], list[str]]:
         raise InputError(f"{path}: no such manifest")
     utts, problems, seen = [], [], set()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: tolerate a byte-order mark
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     for n, line in enumerate(lines, 1):

@@ -142,7 +142,10 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         tokenizer = tokenizer_from_dict(resume_state["tokenizer"])
         features = FeatureExtractor.from_dict(resume_state["features"])
     else:
-        tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
+        try:
+            tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
+        except ValueError as e:
+            raise InputError(f"--tokenizer {cfg.tokenizer}: {e}") from None
         features = FeatureExtractor()
         sample = random.Random(cfg.seed).sample(train_utts, min(cfg.stats_utterances, len(train_utts)))
         features.set_stats(_readable_waves(sample))

@@ -34,8 +34,9 @@ def _write(path, data: np.ndarray, rate: int, fmt: str, subtype: str | None) -> 
         soundfile.write(str(path), data, rate, format=fmt, subtype=subtype)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
         if fmt == "MP3":  # MPEG Layer III is mono/stereo only; old libsndfile has no MP3 at all
+            reason = str(e).rsplit(": ", 1)[-1]  # without the temporary path
             pytest.skip(f"this libsndfile ({soundfile.__libsndfile_version__}) cannot write "
-                        f"{data.shape[1]}-channel MP3 at {rate} Hz: {e}")
+                        f"{data.shape[1]}-channel MP3 at {rate} Hz: {reason}")
         raise
 
 

@@ -8,8 +8,8 @@ import torch
 from asr.data import Utterance, write_manifest
 from asr.evaluate import decode_utterances
 from asr.model import load_checkpoint
-from asr.train import TrainConfig, ctc_loss, filter_trainable, lr_factor, train
 from asr.text import CharTokenizer
+from asr.train import TrainConfig, ctc_loss, filter_trainable, lr_factor, train
 
 AN4 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "an4"
 TWO_UTTERANCES = [("cen2-fash-b", "A M Y"), ("an253-fash-b", "GO")]

@@ -141,6 +141,8 @@ def _add_train(sub) -> None:
     p.add_argument("--min-duration", type=float, default=d.min_duration, help="drop shorter utterances (s)")
     p.add_argument("--max-duration", type=float, default=d.max_duration, help="drop longer utterances (s)")
     p.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", help="turn SpecAugment off")
+    p.add_argument("--shuffle-first-epoch", dest="sorted_first_epoch", action="store_false",
+                   help="shuffle the first epoch too (by default it runs shortest utterances first)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch's default)")

@@ -157,12 +157,15 @@ class BucketBatchSampler(torch.utils.data.Sampler):
 
     Utterances are sorted by duration (jittered by ±10 % per epoch so batches change between
     epochs), cut into batches whose size x longest duration stays within `max_seconds`, and the
-    batch order is shuffled each epoch. Sorting keeps padding, and so wasted compute, small.
+    batch order is shuffled each epoch (optionally not in the first, which then runs shortest
+    first). Sorting keeps padding, and so wasted compute, small.
     """
 
-    def __init__(self, durations: list[float], max_seconds: float, shuffle: bool = True, seed: int = 0):
+    def __init__(self, durations: list[float], max_seconds: float, shuffle: bool = True, seed: int = 0,
+                 sorted_first_epoch: bool = False):
         self.durations, self.max_seconds = durations, max_seconds
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.sorted_first_epoch = sorted_first_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -183,7 +186,8 @@ class BucketBatchSampler(torch.utils.data.Sampler):
             longest = max(longest, d)
         if current:
             batches.append(current)
-        if self.shuffle:
+        # SortaGrad (DeepSpeech2): short utterances first in the first epoch helps CTC find alignments.
+        if self.shuffle and not (self.sorted_first_epoch and self.epoch == 0):
             batches = [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
         return batches
 

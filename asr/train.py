@@ -44,6 +44,7 @@ class TrainConfig:
     min_duration: float = 0.1
     max_duration: float = 30.0
     spec_augment: bool = True
+    sorted_first_epoch: bool = True
     seed: int = 0
     workers: int = 1
     threads: int = 0  # 0: torch's default
@@ -159,7 +160,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
 
     dataset = SpeechDataset(train_utts, features, tokenizer,
                             SpecAugment() if cfg.spec_augment else None, seed=cfg.seed)
-    sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed)
+    sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed,
+                                 sorted_first_epoch=cfg.sorted_first_epoch)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                                          num_workers=cfg.workers, persistent_workers=False)
     total_steps = cfg.epochs * len(sampler)

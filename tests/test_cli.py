@@ -133,6 +133,9 @@ def test_train_runs_and_fails_cleanly(workdir, tmp_path):
     proc = run("train", "--train", workdir / "m.jsonl", "--preset", "huge", "--out", tmp_path / "run3")
     assert proc.returncode == 1
     assert_one_line_errors(proc, "huge")
+    proc = run("train", "--train", workdir / "m.jsonl", "--tokenizer", "bpe:x", "--out", tmp_path / "run4")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "--tokenizer bpe:x")
 
 
 def test_shims_are_the_same_commands(workdir):

@@ -222,6 +222,20 @@ def test_bucket_sampler_without_shuffle_is_sorted_by_duration():
     assert list(sampler) == batches
 
 
+def test_bucket_sampler_sorted_first_epoch_runs_shortest_first_then_shuffles():
+    durations = _durations()
+    sampler = BucketBatchSampler(durations, max_seconds=60.0, seed=1, sorted_first_epoch=True)
+    batches = list(sampler)
+    longest = [max(durations[i] for i in b) for b in batches]
+    # The +-10 % jitter may swap near neighbours, but the first epoch goes from short to long.
+    assert durations.index(min(durations)) in batches[0] and longest[-1] == 75.0
+    assert all(a <= b * 1.25 for a, b in zip(longest, longest[1:], strict=False))
+    sampler.set_epoch(1)
+    later = [max(durations[i] for i in b) for b in sampler]
+    assert later != sorted(later)
+    _check_batches(list(sampler), durations, 60.0)
+
+
 def test_bucket_sampler_in_a_dataloader():
     durations = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     dataset = list(range(len(durations)))

@@ -45,9 +45,11 @@ def _peak_hz(audio: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     return float(np.argmax(spectrum)) * rate / len(audio)
 
 
-@pytest.mark.parametrize("channels", CHANNELS)
-@pytest.mark.parametrize("rate", RATES)
-@pytest.mark.parametrize("fmt", list(FORMATS))
+# MPEG Layer III carries one or two channels only, so 6-channel MP3 is not a case.
+CASES = [(f, r, c) for f in FORMATS for r in RATES for c in CHANNELS if not (FORMATS[f][1] == "MP3" and c > 2)]
+
+
+@pytest.mark.parametrize(("fmt", "rate", "channels"), CASES)
 def test_load_audio_any_format_rate_and_channels(tmp_path, fmt, rate, channels):
     ext, sf_format, subtype = FORMATS[fmt]
     path = tmp_path / f"tone.{ext}"

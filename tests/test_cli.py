@@ -167,7 +167,7 @@ def test_prepare_missing_root(tmp_path):
     assert_one_line_errors(proc, "nothing")
 
 
-EXAMPLE = REPO / "examples" / "an4-dev-fash.wav"
+EXAMPLE = REPO / "examples" / "an4-dev-example.wav"
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL.is_file() and EXAMPLE.is_file()), reason="bundled model or example missing")

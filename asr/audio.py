@@ -28,6 +28,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
     audio, rate = _read_any(path)
     if audio.size == 0:
         raise InputError(f"{path}: contains no audio samples")
@@ -56,6 +58,7 @@ def _read_any(path: Path) -> tuple[np.ndarray, int]:
             return data.astype(np.float32), int(rate)
         except Exception:
             reason = str(sf_error).splitlines()[0] if str(sf_error) else type(sf_error).__name__
+            reason = reason.replace(f"Error opening {str(path)!r}: ", "")  # the path is named once already
             raise InputError(f"{path}: cannot read audio ({reason})") from None
 
 

@@ -21,7 +21,7 @@ from asr.audio import FeatureExtractor, SpecAugment, load_audio
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.errors import InputError
 from asr.evaluate import decode_utterances, summarize
-from asr.model import Model, output_lengths, preset_config, read_checkpoint, save_checkpoint
+from asr.model import Model, ModelConfig, output_lengths, preset_config, read_checkpoint, save_checkpoint
 from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,10 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         sample = random.Random(cfg.seed).sample(train_utts, min(cfg.stats_utterances, len(train_utts)))
         features.set_stats(_readable_waves(sample))
     train_utts = filter_trainable(train_utts, tokenizer, cfg)
-    model_cfg = preset_config(cfg.preset, tokenizer.vocab_size, features.config.n_mels)
+    if resume_state:  # the network is the one that was trained, whatever --preset says now
+        model_cfg = ModelConfig(**resume_state["model_config"])
+    else:
+        model_cfg = preset_config(cfg.preset, tokenizer.vocab_size, features.config.n_mels)
     model = Model(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%d training utterances (%.2f h), %d dev; preset %s, %s tokenizer (%d symbols), %.2fM parameters, %s",
@@ -194,7 +197,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
                 bad_in_a_row += 1
                 log.warning("step %d: non-finite loss, batch skipped (ids: %s)", step, ", ".join(batch.ids[:8]))
                 if bad_in_a_row >= cfg.max_bad_batches:
-                    raise RuntimeError(f"{bad_in_a_row} non-finite losses in a row: lower --lr or check the data")
+                    raise InputError(f"training stopped: {bad_in_a_row} non-finite losses in a row "
+                                     "(lower --lr, or check the data of the batches named above)")
                 optimizer.zero_grad(set_to_none=True)
                 continue
             bad_in_a_row = 0

@@ -86,3 +86,23 @@ def test_ctc_loss_is_float32_and_finite_for_impossible_targets():
     log_probs = torch.randn(2, 3, 5).log_softmax(-1).to(torch.bfloat16)
     loss = ctc_loss(log_probs, torch.tensor([3, 3]), torch.tensor([1, 2, 3, 4, 1, 2, 3, 4]), torch.tensor([4, 4]))
     assert loss.dtype == torch.float32 and math.isfinite(loss.item())
+
+
+def test_non_finite_losses_skip_batches_then_stop_the_run(two_utterances, tmp_path, monkeypatch, caplog):
+    import asr.train
+    from asr.errors import InputError
+
+    monkeypatch.setattr(asr.train, "ctc_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    cfg = TrainConfig(train=[str(two_utterances)], out=str(tmp_path / "run"), preset="tiny", epochs=5,
+                      workers=0, max_bad_batches=3)
+    with pytest.raises(InputError, match="3 non-finite losses in a row"):
+        train(cfg)
+    assert "non-finite loss, batch skipped" in caplog.text and "cen2-fash-b" in caplog.text
+
+
+def test_resume_keeps_the_trained_network(two_utterances, tmp_path):
+    out = tmp_path / "run"
+    base = dict(train=[str(two_utterances)], out=str(out), warmup_steps=2, workers=0)
+    train(TrainConfig(**base, preset="tiny", epochs=1))
+    train(TrainConfig(**base, preset="small", epochs=2, resume=True))  # --preset is ignored on resume
+    assert torch.load(out / "last.pt", weights_only=True)["model_config"]["hidden_size"] == 64

@@ -207,7 +207,8 @@ def _add_transcribe(sub) -> None:
     p.add_argument("--decoder", default="greedy", choices=["greedy"], help="decoding method")
     p.add_argument("--format", default="txt",
                    help="comma-separated output formats from txt, json, srt, vtt, tsv, or 'all' (default txt)")
-    p.add_argument("--output-dir", metavar="DIR", help="write <name>.<format> files here")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="write <name>.<format> files here, mirroring the tree of folder inputs")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_transcribe)
 
@@ -224,17 +225,20 @@ def _parse_formats(spec: str) -> list[str]:
 
 
 def _transcribe(args) -> int:
-    from asr.transcribe import Transcriber, find_audio, write_outputs
+    from asr.transcribe import Transcriber, drop_output_collisions, find_audio, write_outputs
 
     formats = _parse_formats(args.format)
     if args.output_dir is None and formats != ["txt"]:
         raise InputError(f"--format {args.format} writes files: add --output-dir DIR")
     files, failures = find_audio(args.paths)
+    if args.output_dir is not None:
+        files, collisions = drop_output_collisions(files)
+        failures += collisions
     total = len(files) + len(failures)
     for problem in failures:
         print(f"error: {problem}", file=sys.stderr)
     transcriber = Transcriber.load(args.model, args.device) if files else None
-    for path in files:
+    for path, stem in files:
         try:
             result = transcriber.transcribe(path)
         except InputError as e:
@@ -244,7 +248,7 @@ def _transcribe(args) -> int:
         if args.output_dir is None:
             print(result.text if len(files) == 1 else f"{path}\t{result.text}", flush=True)
         else:
-            write_outputs(result, Path(args.output_dir) / path.stem, formats)
+            write_outputs(result, Path(args.output_dir) / stem, formats)
     if failures:
         print(f"{len(failures)} of {total} inputs failed:",
               file=sys.stderr)

@@ -86,20 +86,39 @@ class Transcriber:
         return resample(wave, sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else wave
 
 
-def find_audio(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """Expand files and folders (recursively, audio extensions only) -> (files, problems)."""
-    files, problems = [], []
+def find_audio(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Expand files and folders (recursively, audio extensions only) -> ([(file, output stem)], problems).
+
+    The output stem mirrors the input tree: `folder/a/b.wav` given as `folder` -> `a/b`; a file
+    given by itself -> its name without the extension.
+    """
+    found: list[tuple[Path, Path]] = []
+    problems: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
-            if not found:
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+            if not files:
                 problems.append(f"{p}: no audio files in this folder")
-            files += found
+            found += [(f, f.relative_to(p).with_suffix("")) for f in files]
         elif p.exists():
-            files.append(p)
+            found.append((p, Path(p.stem)))
         else:
             problems.append(f"{p}: no such file")
-    return files, problems
+    return found, problems
+
+
+def drop_output_collisions(found: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Keep the first input for every output stem; report the others rather than overwrite its output."""
+    taken: dict[Path, Path] = {}
+    problems: list[str] = []
+    unique = []
+    for f, stem in found:
+        if stem in taken:
+            problems.append(f"{f}: skipped, its output name {stem} is already used by {taken[stem]}")
+            continue
+        taken[stem] = f
+        unique.append((f, stem))
+    return unique, problems
 
 
 def write_outputs(transcript: Transcript, stem: Path, formats: list[str]) -> list[Path]:

@@ -176,3 +176,17 @@ def test_bundled_model_transcribes_the_readme_example():
     assert proc.returncode == 0, proc.stderr
     readme = (REPO / "README.md").read_text()
     assert proc.stdout.strip() and proc.stdout.strip() in readme
+
+
+def test_transcribe_folder_mirrors_the_tree_and_never_overwrites(workdir, tmp_path):
+    import shutil
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(workdir / "u0.wav", src / "u0.wav")
+    shutil.copy(workdir / "u1.wav", src / "sub" / "u0.wav")
+    out = tmp_path / "out"
+    proc = run("transcribe", src, workdir / "u0.wav", "--model", workdir / "tiny.pt", "--output-dir", out)
+    assert proc.returncode == 1  # the lone u0.wav would overwrite in/u0's output: reported, skipped
+    assert_one_line_errors(proc, "already used by")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.txt")) == ["sub/u0.txt", "u0.txt"]

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from asr.transcribe import (
     Segment,
     Transcriber,
     Transcript,
+    drop_output_collisions,
     find_audio,
     write_outputs,
 )
@@ -70,9 +72,14 @@ def test_find_audio_expands_folders(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ["a/1.wav", "a/b/2.flac", "a/b/notes.txt"]:
         (tmp_path / name).write_bytes(b"")
-    files, problems = find_audio([str(tmp_path / "a"), str(tmp_path / "missing.wav")])
-    assert [f.name for f in files] == ["1.wav", "2.flac"]
+    (tmp_path / "1.mp3").write_bytes(b"")
+    files, problems = find_audio([str(tmp_path / "a"), str(tmp_path / "missing.wav"), str(tmp_path / "1.mp3")])
+    a1, b2, top1 = tmp_path / "a" / "1.wav", tmp_path / "a" / "b" / "2.flac", tmp_path / "1.mp3"
+    assert files == [(a1, Path("1")), (b2, Path("b/2")), (top1, Path("1"))]
     assert problems == [f"{tmp_path / 'missing.wav'}: no such file"]
+    unique, collisions = drop_output_collisions(files)
+    assert unique == files[:2]
+    assert collisions == [f"{top1}: skipped, its output name 1 is already used by {a1}"]
 
 
 def test_writers(tmp_path):

@@ -102,14 +102,23 @@ def _prepare_librispeech(args) -> int:
 
 
 class _TrainHelp(argparse.Action):
-    """--help for `asr train` with the preset table, computed only when asked (it imports torch)."""
+    """--help for `asr train`, with each option's default and the preset table.
+
+    Both come from `TrainConfig` and the presets, which import torch, so they are filled in only
+    when help is asked for; every other use of `asr` starts without torch.
+    """
 
     def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
         from asr.model import PRESETS, count_parameters
+        from asr.train import TrainConfig
 
+        defaults = vars(TrainConfig(train=[], out=""))
+        for action in parser._actions:
+            if action.dest in defaults and action.nargs != 0 and defaults[action.dest] not in (None, [], ""):
+                action.help = f"{action.help or ''} (default: {defaults[action.dest]})".lstrip()
         rows = [f"  {name:<6} {c.num_layers} x BiLSTM {c.hidden_size:>4}, conv {c.conv_channels} ch: "
                 f"{count_parameters(c) / 1e6:6.2f}M parameters" for name, c in PRESETS.items()]
         parser.epilog = "presets (character vocabulary):\n" + "\n".join(rows)
@@ -118,35 +127,33 @@ class _TrainHelp(argparse.Action):
 
 
 def _add_train(sub) -> None:
-    from asr.train import TrainConfig
-
-    d = TrainConfig(train=[], out="")
+    # Options left out take TrainConfig's defaults (argparse.SUPPRESS keeps them out of the namespace).
     p = sub.add_parser("train", help="train a model on manifests", add_help=False,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a BiLSTM-CTC model. Writes RUNDIR/last.pt (resumable), "
                                    "RUNDIR/best.pt (lowest dev WER), metrics.jsonl and train.log.")
-    p.add_argument("-h", "--help", action=_TrainHelp, help="show this help (with preset sizes) and exit")
+    p.add_argument("-h", "--help", action=_TrainHelp, help="show this help (with defaults and preset sizes) and exit")
     p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s)")
     p.add_argument("--dev", metavar="MANIFEST", help="dev manifest: greedy WER after every epoch picks best.pt")
     p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder for checkpoints and logs")
-    p.add_argument("--preset", default=d.preset, help=f"model size: tiny, small, base, large (default {d.preset})")
-    p.add_argument("--tokenizer", default=d.tokenizer, help="char or bpe:N (N sentencepiece pieces)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up, then cosine decay")
-    p.add_argument("--max-batch-seconds", type=float, default=d.max_batch_seconds,
+    p.add_argument("--preset", help="model size: tiny, small, base, large")
+    p.add_argument("--tokenizer", help="char or bpe:N (N sentencepiece pieces)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-steps", type=int, help="linear warm-up, then cosine decay")
+    p.add_argument("--max-batch-seconds", type=float,
                    help="audio seconds per batch, padding included (batches are bucketed by duration)")
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="maximum gradient norm")
-    p.add_argument("--min-duration", type=float, default=d.min_duration, help="drop shorter utterances (s)")
-    p.add_argument("--max-duration", type=float, default=d.max_duration, help="drop longer utterances (s)")
+    p.add_argument("--grad-clip", type=float, help="maximum gradient norm")
+    p.add_argument("--min-duration", type=float, help="drop shorter utterances (s)")
+    p.add_argument("--max-duration", type=float, help="drop longer utterances (s)")
     p.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", help="turn SpecAugment off")
     p.add_argument("--shuffle-first-epoch", dest="sorted_first_epoch", action="store_false",
                    help="shuffle the first epoch too (by default it runs shortest utterances first)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue from RUNDIR/last.pt if it exists")
     p.set_defaults(func=_train)
 

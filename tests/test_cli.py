@@ -190,3 +190,16 @@ def test_transcribe_folder_mirrors_the_tree_and_never_overwrites(workdir, tmp_pa
     assert proc.returncode == 1  # the lone u0.wav would overwrite in/u0's output: reported, skipped
     assert_one_line_errors(proc, "already used by")
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.txt")) == ["sub/u0.txt", "u0.txt"]
+
+
+LIBRISPEECH = REPO.parent / "shared" / "data" / "librispeech-sample"
+
+
+@pytest.mark.skipif(not LIBRISPEECH.is_dir(), reason=f"LibriSpeech sample not found at {LIBRISPEECH}")
+def test_prepare_librispeech_on_the_real_layout(tmp_path):
+    proc = run("prepare", "librispeech", "--root", LIBRISPEECH, "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in (tmp_path / "test-clean.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows][:2] == ["1089-134686-0000", "1089-134686-0001"] and len(rows) == 4
+    assert rows[0]["text"].startswith("HE HOPED THERE WOULD BE STEW") and rows[0]["speaker"] == "1089"
+    assert all(Path(r["audio"]).is_file() and r["duration"] > 1 for r in rows)

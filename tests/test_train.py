@@ -106,3 +106,14 @@ def test_resume_keeps_the_trained_network(two_utterances, tmp_path):
     train(TrainConfig(**base, preset="tiny", epochs=1))
     train(TrainConfig(**base, preset="small", epochs=2, resume=True))  # --preset is ignored on resume
     assert torch.load(out / "last.pt", weights_only=True)["model_config"]["hidden_size"] == 64
+
+
+def test_bpe_tokenizer_travels_in_the_checkpoint(two_utterances, tmp_path):
+    from asr.text import BPETokenizer
+
+    out = tmp_path / "run"
+    train(TrainConfig(train=[str(two_utterances)], out=str(out), preset="tiny", tokenizer="bpe:8", epochs=1,
+                      workers=0))
+    model, tok, _, _ = load_checkpoint(out / "best.pt")  # weights_only=True inside
+    assert isinstance(tok, BPETokenizer) and model.config.vocab_size == tok.vocab_size
+    assert tok.decode(tok.encode("A M Y")) == "a m y"

@@ -188,3 +188,74 @@ class SpecAugment:
             return
         start = int(torch.randint(0, size - width + 1, (1,), generator=generator))
         feats.narrow(dim, start, width).zero_()
+
+
+@dataclass(frozen=True)
+class SpeedPerturb:
+    """Speed perturbation (Ko et al., 2015): play the waveform `factor` times faster, tempo and pitch alike.
+
+    Done as Kaldi and sox `speed` do it, by resampling: treating 16 kHz audio as if it had been
+    recorded at 16 kHz x factor and converting it back to 16 kHz.
+    """
+
+    factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+
+    def __call__(self, wave: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        factor = self.factors[int(torch.randint(len(self.factors), (1,), generator=generator))]
+        if factor == 1.0:
+            return wave
+        return resample(wave, round(SAMPLE_RATE * factor), SAMPLE_RATE)
+
+
+class NoiseMixer:
+    """Adds a random stretch of a random noise file at a signal-to-noise ratio drawn from `snr_db`."""
+
+    def __init__(self, files: list[str | Path], snr_db: tuple[float, float] = (5.0, 20.0)):
+        import soundfile
+
+        self.files, self.snr_db, unusable = [], snr_db, []
+        for f in files:
+            try:
+                info = soundfile.info(str(f))
+                if info.frames > 0 and info.samplerate > 0:
+                    self.files.append((str(f), info.frames, info.samplerate))
+                    continue
+            except Exception:
+                pass
+            unusable.append(str(f))
+        if unusable:
+            import logging
+
+            logging.getLogger(__name__).warning("%d noise files cannot be read and are not used: %s",
+                                                len(unusable), ", ".join(unusable[:5]))
+        if not self.files:
+            raise InputError(f"no readable noise files among {len(files)} given")
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, snr_db: tuple[float, float] = (5.0, 20.0)) -> NoiseMixer:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such noise folder")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".sph"})
+        if not files:
+            raise InputError(f"{folder}: no wav, flac, ogg or sph files in the noise folder")
+        return cls(files, snr_db)
+
+    def __call__(self, wave: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        import soundfile
+
+        path, frames, rate = self.files[int(torch.randint(len(self.files), (1,), generator=generator))]
+        want = math.ceil(len(wave) * rate / SAMPLE_RATE)
+        start = int(torch.randint(max(1, frames - want + 1), (1,), generator=generator))
+        # Read only the stretch needed (seekable formats), never the whole noise file.
+        noise, _ = soundfile.read(path, start=start, frames=min(want, frames), dtype="float32", always_2d=True)
+        noise = noise.mean(axis=1)
+        if rate != SAMPLE_RATE:
+            noise = resample(noise, rate, SAMPLE_RATE)
+        noise = np.resize(noise, len(wave))  # loops a noise file shorter than the utterance
+        snr = self.snr_db[0] + (self.snr_db[1] - self.snr_db[0]) * float(torch.rand(1, generator=generator))
+        signal_power, noise_power = float(np.mean(wave**2)), float(np.mean(noise**2))
+        if noise_power == 0.0 or signal_power == 0.0:
+            return wave
+        scale = math.sqrt(signal_power / (noise_power * 10 ** (snr / 10)))
+        return (wave + scale * noise).astype(np.float32)

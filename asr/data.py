@@ -104,9 +104,12 @@ class SpeechDataset(torch.utils.data.Dataset):
     costs one utterance, not the run; `collate` drops it and reports it.
     """
 
-    def __init__(self, utts: list[Utterance], features, tokenizer, spec_augment=None, seed: int = 0):
+    def __init__(self, utts: list[Utterance], features, tokenizer, spec_augment=None, seed: int = 0,
+                 wave_augment: list | None = None):
+        """`wave_augment`: callables (waveform, generator) -> waveform, applied in order (speed, noise)."""
         self.utts, self.features, self.tokenizer = utts, features, tokenizer
         self.spec_augment, self.seed, self.epoch = spec_augment, seed, 0
+        self.wave_augment = wave_augment or []
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -116,12 +119,15 @@ class SpeechDataset(torch.utils.data.Dataset):
 
         utt = self.utts[i]
         try:
-            feats = self.features(load_audio(utt.audio))
+            wave = load_audio(utt.audio)
         except InputError as e:
             return {"id": utt.id, "error": str(e)}
+        # Every random draw is seeded by (seed, epoch, index): reproducible whatever worker runs it.
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF)
+        for augment in self.wave_augment:
+            wave = augment(wave, gen)
+        feats = self.features(wave)
         if self.spec_augment is not None:
-            # Seeded by (seed, epoch, index): reproducible whatever worker runs it.
-            gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF)
             feats = self.spec_augment(feats, gen)
         targets = torch.tensor(self.tokenizer.encode(utt.text), dtype=torch.long)
         return {"id": utt.id, "feats": feats, "targets": targets, "text": utt.text}
@@ -158,14 +164,18 @@ class BucketBatchSampler(torch.utils.data.Sampler):
     Utterances are sorted by duration (jittered by ±10 % per epoch so batches change between
     epochs), cut into batches whose size x longest duration stays within `max_seconds`, and the
     batch order is shuffled each epoch (optionally not in the first, which then runs shortest
-    first). Sorting keeps padding, and so wasted compute, small.
+    first). Sorting keeps padding, and so wasted compute, small. With `num_replicas` > 1 (DDP), each
+    rank gets disjoint batches and all ranks the same number of them.
     """
 
     def __init__(self, durations: list[float], max_seconds: float, shuffle: bool = True, seed: int = 0,
-                 sorted_first_epoch: bool = False):
+                 sorted_first_epoch: bool = False, num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.durations, self.max_seconds = durations, max_seconds
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.sorted_first_epoch = sorted_first_epoch
+        self.num_replicas, self.rank = num_replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -189,6 +199,12 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         # SortaGrad (DeepSpeech2): short utterances first in the first epoch helps CTC find alignments.
         if self.shuffle and not (self.sorted_first_epoch and self.epoch == 0):
             batches = [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
+        if self.num_replicas > 1:
+            # Every rank builds the same list (same seed and epoch) and takes every num_replicas-th
+            # batch. The list is first padded by repeating its head so that all ranks get the same
+            # number of steps, which DDP needs: a rank that ran out early would hang the others.
+            pad = -len(batches) % self.num_replicas
+            batches = (batches + batches[:pad])[self.rank :: self.num_replicas]
         return batches
 
     def __iter__(self):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import asr
-from asr.audio import FeatureExtractor, SpecAugment, load_audio
+from asr.audio import FeatureExtractor, NoiseMixer, SpecAugment, SpeedPerturb, load_audio
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.errors import InputError
 from asr.evaluate import decode_utterances, summarize
@@ -45,6 +45,9 @@ class TrainConfig:
     min_duration: float = 0.1
     max_duration: float = 30.0
     spec_augment: bool = True
+    speed_perturb: bool = False  # 0.9/1.0/1.1 speed, drawn per utterance
+    noise_dir: str | None = None  # folder of noise files mixed in at a random SNR
+    noise_snr: tuple[float, float] = (5.0, 20.0)  # dB
     sorted_first_epoch: bool = True
     seed: int = 0
     workers: int = 1
@@ -162,8 +165,11 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
              len(train_utts), sum(u.duration for u in train_utts) / 3600, len(dev_utts), cfg.preset,
              tokenizer.kind, tokenizer.vocab_size, n_params / 1e6, device)
 
-    dataset = SpeechDataset(train_utts, features, tokenizer,
-                            SpecAugment() if cfg.spec_augment else None, seed=cfg.seed)
+    wave_augment = [SpeedPerturb()] if cfg.speed_perturb else []
+    if cfg.noise_dir:
+        wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr))
+    dataset = SpeechDataset(train_utts, features, tokenizer, SpecAugment() if cfg.spec_augment else None,
+                            seed=cfg.seed, wave_augment=wave_augment)
     sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed,
                                  sorted_first_epoch=cfg.sorted_first_epoch)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,

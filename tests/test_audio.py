@@ -298,3 +298,50 @@ def test_spec_augment_on_tiny_inputs():
     for frames in [1, 2, 5]:
         out = aug(torch.ones(frames, 80), torch.Generator().manual_seed(frames))
         assert out.shape == (frames, 80)
+
+
+# Waveform augmentation --------------------------------------------------------------------------
+
+
+def test_speed_perturb_changes_length_and_pitch_as_sox_speed():
+    from asr.audio import SpeedPerturb
+
+    wave = _tone(SAMPLE_RATE, 1, seconds=1.0)[:, 0]
+    for factor in (0.9, 1.1):
+        out = SpeedPerturb(factors=(factor,))(wave, torch.Generator().manual_seed(0))
+        assert abs(len(out) - len(wave) / factor) <= 2
+        assert abs(_peak_hz(out) - TONE_HZ * factor) <= 4.0
+    same = SpeedPerturb(factors=(1.0,))(wave, torch.Generator())
+    assert same is wave
+    picks = {len(SpeedPerturb()(wave, torch.Generator().manual_seed(s))) for s in range(30)}
+    assert len(picks) == 3  # 0.9, 1.0 and 1.1 are all drawn
+
+
+def test_noise_mixer_hits_the_snr_and_is_seeded(tmp_path):
+    from asr.audio import NoiseMixer
+
+    rng = np.random.default_rng(0)
+    soundfile.write(tmp_path / "hum.wav", (0.3 * rng.standard_normal((8000, 2))).astype(np.float32), 8000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF junk")
+    mixer = NoiseMixer.from_folder(tmp_path, snr_db=(10.0, 10.0))
+    assert len(mixer.files) == 1  # the broken file is left out
+    wave = _tone(SAMPLE_RATE, 1, seconds=3.0)[:, 0]  # longer than the noise: the noise loops
+    out = mixer(wave, torch.Generator().manual_seed(1))
+    noise = out - wave
+    snr = 10 * np.log10(np.mean(wave**2) / np.mean(noise**2))
+    assert out.shape == wave.shape and out.dtype == np.float32
+    assert snr == pytest.approx(10.0, abs=0.1)
+    again = mixer(wave, torch.Generator().manual_seed(1))
+    np.testing.assert_array_equal(out, again)
+
+
+def test_noise_mixer_errors(tmp_path):
+    from asr.audio import NoiseMixer
+
+    with pytest.raises(InputError, match="no such noise folder"):
+        NoiseMixer.from_folder(tmp_path / "none")
+    with pytest.raises(InputError, match="no wav"):
+        NoiseMixer.from_folder(tmp_path)
+    (tmp_path / "bad.wav").write_bytes(b"")
+    with pytest.raises(InputError, match="no readable noise files"):
+        NoiseMixer.from_folder(tmp_path)

@@ -340,3 +340,24 @@ def test_atomic_open_binary(tmp_path):
     with atomic_open(path) as f:
         f.write(b"\x00\xff")
     assert path.read_bytes() == b"\x00\xff"
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_bucket_sampler_gives_ranks_disjoint_batches_and_equal_steps(replicas):
+    durations = _durations()
+    full = BucketBatchSampler(durations, max_seconds=60.0, seed=5)
+    full.set_epoch(2)
+    everything = list(full)
+    per_rank = []
+    for rank in range(replicas):
+        s = BucketBatchSampler(durations, max_seconds=60.0, seed=5, num_replicas=replicas, rank=rank)
+        s.set_epoch(2)
+        per_rank.append(list(s))
+    assert len({len(b) for b in per_rank}) == 1  # the same number of steps on every rank
+    flat = [tuple(b) for rank_batches in per_rank for b in rank_batches]
+    pad = -len(everything) % replicas
+    assert len(flat) == len(everything) + pad
+    assert set(flat) == {tuple(b) for b in everything}  # nothing lost
+    assert len(set(flat)) == len(everything)  # only the padding repeats
+    with pytest.raises(ValueError, match="rank"):
+        BucketBatchSampler(durations, 60.0, num_replicas=2, rank=2)

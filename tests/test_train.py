@@ -117,3 +117,34 @@ def test_bpe_tokenizer_travels_in_the_checkpoint(two_utterances, tmp_path):
     model, tok, _, _ = load_checkpoint(out / "best.pt")  # weights_only=True inside
     assert isinstance(tok, BPETokenizer) and model.config.vocab_size == tok.vocab_size
     assert tok.decode(tok.encode("A M Y")) == "a m y"
+
+
+def test_training_with_speed_perturbation_and_noise(two_utterances, tmp_path):
+    import numpy as np
+    import soundfile
+
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    soundfile.write(noise / "n.wav", (0.05 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32), 16000)
+    out = tmp_path / "run"
+    summary = train(TrainConfig(train=[str(two_utterances)], out=str(out), preset="tiny", epochs=2, workers=0,
+                                speed_perturb=True, noise_dir=str(noise), noise_snr=(10.0, 20.0)))
+    assert summary["steps"] == 2 and (out / "best.pt").is_file()
+
+
+def test_augmented_items_are_reproducible(two_utterances):
+    from asr.audio import FeatureExtractor, SpecAugment, SpeedPerturb
+    from asr.data import SpeechDataset, read_manifest
+
+    utts, _ = read_manifest(two_utterances)
+    fe = FeatureExtractor()
+
+    def item(epoch):
+        ds = SpeechDataset(utts, fe, CharTokenizer(), SpecAugment(), seed=3, wave_augment=[SpeedPerturb()])
+        ds.epoch = epoch
+        return [ds[i]["feats"] for i in range(len(utts))]
+
+    a, b = item(0), item(0)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    later = [item(e) for e in range(1, 6)]
+    assert any(not torch.equal(a[0], x[0]) for x in later)

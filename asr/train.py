@@ -19,9 +19,10 @@ import torch.nn.functional as F
 import asr
 from asr.audio import FeatureExtractor, NoiseMixer, SpecAugment, SpeedPerturb, load_audio
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
+from asr.doctor import ctc_feasible
 from asr.errors import InputError
 from asr.evaluate import decode_utterances, summarize
-from asr.model import Model, ModelConfig, output_lengths, preset_config, read_checkpoint, save_checkpoint
+from asr.model import Model, ModelConfig, preset_config, read_checkpoint, save_checkpoint
 from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,7 @@ def filter_trainable(utts: list[Utterance], tokenizer, cfg: TrainConfig) -> list
             dropped["too long"] += 1
             continue
         ids = tokenizer.encode(u.text)
-        repeats = sum(a == b for a, b in zip(ids, ids[1:], strict=False))
-        frames = output_lengths(torch.tensor(1 + int(u.duration * 100))).item()
-        if len(ids) + repeats > frames:  # CTC needs a blank between repeated labels
+        if not ctc_feasible(ids, 1 + int(u.duration * 100)):  # 10 ms frames; the rule `asr doctor` applies
             dropped["transcript longer than the output frames"] += 1
             continue
         kept.append(u)

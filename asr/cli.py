@@ -138,7 +138,7 @@ def _prepare_librispeech(args) -> int:
         if not any(resource(n).is_archive for n in args.download) and not any(Path(args.root).rglob("*.trans.txt")):
             return 0  # only LM files were asked for, and there is no corpus to scan yet
     out = Path(args.out)
-    for subset, utts in sorted(scan_librispeech(args.root).items()):
+    for subset, utts in sorted(scan_librispeech(args.root, cache_dir=out).items()):
         write_manifest(out / f"{subset}.jsonl", utts)
         print(f"{out / f'{subset}.jsonl'}: {len(utts)} utterances, {sum(u.duration for u in utts) / 3600:.2f} h")
     return 0

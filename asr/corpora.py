@@ -46,11 +46,36 @@ def _durations(paths: list[Path]) -> list[float | None]:
         return [d for c in chunks for d in c]
 
 
-def _with_durations(candidates: list[tuple[str, Path, str, str]]) -> list[Utterance]:
-    durations = _durations([path for _, path, _, _ in candidates])
-    return [Utterance(uid, str(path), d, text, speaker)
-            for (uid, path, text, speaker), d in zip(candidates, durations, strict=True)
-            if d is not None and d > 0]
+def _with_durations(candidates: list[tuple[str, Path, str, str]],
+                    known: dict[str, float] | None = None) -> list[Utterance]:
+    """Utterances with durations from the headers; `known` (absolute path -> seconds) skips those reads."""
+    known = known or {}
+    todo = [path for _, path, _, _ in candidates if str(path) not in known]
+    read = dict(zip(map(str, todo), _durations(todo), strict=True))
+    out = []
+    for uid, path, text, speaker in candidates:
+        d = known.get(str(path), read.get(str(path)))
+        if d is not None and d > 0:
+            out.append(Utterance(uid, str(path), d, text, speaker))
+    return out
+
+
+def _cached_durations(manifest: Path) -> dict[str, float]:
+    """Durations from a manifest written earlier, for the audio files not modified since it was written."""
+    from asr.data import read_manifest
+
+    if not manifest.is_file():
+        return {}
+    written = manifest.stat().st_mtime_ns
+    utts, _ = read_manifest(manifest)
+    known = {}
+    for u in utts:
+        try:
+            if os.stat(u.audio).st_mtime_ns <= written:
+                known[str(Path(u.audio).resolve())] = u.duration
+        except OSError:
+            continue
+    return known
 
 
 def scan_an4(root: str | Path) -> dict[str, list[Utterance]]:
@@ -94,13 +119,16 @@ def scan_an4(root: str | Path) -> dict[str, list[Utterance]]:
     return found
 
 
-def scan_librispeech(root: str | Path) -> dict[str, list[Utterance]]:
+def scan_librispeech(root: str | Path, cache_dir: str | Path | None = None) -> dict[str, list[Utterance]]:
     """Every subset folder (e.g. train-clean-100) found under `root`, `root/LibriSpeech`, or `root` itself.
 
     Layout: <subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt with one
     "<utt-id> TEXT" line per <utt-id>.flac beside it.
+
+    With `cache_dir`, the `<subset>.jsonl` manifests already there serve as a cache: the durations
+    of audio files not modified since a manifest was written are taken from it, not re-read.
     """
-    root = Path(root)
+    root = Path(root).resolve()  # absolute paths: they are also the keys of the duration cache
     if not root.is_dir():
         raise InputError(f"{root}: no such directory")
     subsets: dict[str, list[tuple[str, Path, str, str]]] = {}
@@ -117,7 +145,9 @@ def scan_librispeech(root: str | Path) -> dict[str, list[Utterance]]:
             subsets.setdefault(subset, []).append((uid, flac, text.strip(), uid.split("-")[0]))
     if not subsets:
         raise InputError(f"{root}: no LibriSpeech *.trans.txt files found")
-    return {name: _with_durations(c) for name, c in subsets.items()}
+    cache = Path(cache_dir) if cache_dir is not None else None
+    return {name: _with_durations(c, _cached_durations(cache / f"{name}.jsonl") if cache else None)
+            for name, c in subsets.items()}
 
 
 def split_by_speaker(utts: list[Utterance], fraction: float, seed: int = 0,

@@ -229,3 +229,32 @@ def test_split_real_an4_by_speaker(shared_data):
     assert {u.speaker for u in rest}.isdisjoint({u.speaker for u in held})
     assert 0.1 <= len(held) / len(train) <= 0.15
     assert len(rest) + len(held) == len(train)
+
+
+def test_librispeech_rescan_takes_durations_from_the_existing_manifest(tmp_path, monkeypatch):
+    import shutil
+
+    import asr.corpora
+    from asr.data import write_manifest
+
+    src = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "librispeech-sample"
+    if not src.is_dir():
+        pytest.skip(f"LibriSpeech sample not found at {src}")
+    root = tmp_path / "ls"
+    shutil.copytree(src, root)
+    first = scan_librispeech(root, cache_dir=tmp_path)
+    write_manifest(tmp_path / "test-clean.jsonl", first["test-clean"])
+
+    reads = []
+    real = asr.corpora.audio_duration
+    monkeypatch.setattr(asr.corpora, "audio_duration", lambda p: reads.append(p) or real(p))
+    again = scan_librispeech(root, cache_dir=tmp_path)
+    assert reads == []  # every duration came from the manifest
+    expected = [(u.id, round(u.duration, 3)) for u in first["test-clean"]]
+    assert [(u.id, u.duration) for u in again["test-clean"]] == expected
+
+    changed = next(root.rglob("*.flac"))
+    # modified after the manifest was written: its header is read again
+    os.utime(changed, ns=(os.stat(tmp_path / "test-clean.jsonl").st_mtime_ns + 10**9,) * 2)
+    scan_librispeech(root, cache_dir=tmp_path)
+    assert [Path(p).name for p in reads] == [changed.name]

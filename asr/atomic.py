@@ -7,6 +7,18 @@ import os
 import tempfile
 from pathlib import Path
 
+from asr.errors import InputError
+
+
+def make_dirs(folder: str | Path) -> Path:
+    """mkdir -p, with a one-line InputError instead of a traceback when the user's path cannot be made."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot create this folder ({e.strerror or e})") from None
+    return folder
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb"):
@@ -16,8 +28,11 @@ def atomic_open(path: str | Path, mode: str = "wb"):
     so is atomic). On any exception the temporary file is removed and `path` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_dirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # a read-only or missing folder is the user's to fix: say so in one line
+        raise InputError(f"{path}: cannot write here ({e.strerror or e})") from None
     try:
         umask = os.umask(0)
         os.umask(umask)

@@ -57,7 +57,7 @@ def _add_prepare(sub) -> None:
                                          "female and male ones) are moved from the training half to "
                                          "OUT/an4-dev.jsonl.")
     an4.add_argument("--root", required=True, help="folder holding etc/ and wav/")
-    an4.add_argument("--out", required=True, help="folder for the manifests")
+    an4.add_argument("--out", help="folder for the manifests (default: the --root folder)")
     an4.add_argument("--dev-fraction", type=float, default=0.0,
                      help="share of training utterances held out as a dev set, by speaker (default: none)")
     an4.add_argument("--seed", type=int, default=0, help="seed for choosing dev speakers")
@@ -66,7 +66,7 @@ def _add_prepare(sub) -> None:
                             description="Write OUT/<subset>.jsonl for every subset found under ROOT "
                                         "(e.g. ROOT/LibriSpeech/train-clean-100).")
     ls.add_argument("--root", required=True, help="folder holding LibriSpeech/<subset>/ or the subsets")
-    ls.add_argument("--out", required=True, help="folder for the manifests")
+    ls.add_argument("--out", help="folder for the manifests (default: the --root folder)")
     ls.add_argument("--download", nargs="+", metavar="NAME",
                     help="first download these from OpenSLR into ROOT (resumable, MD5-checked): subsets "
                          "(dev-clean, train-clean-100, ...), extracted to ROOT/LibriSpeech/<subset>, and LM files "
@@ -113,7 +113,7 @@ def _prepare_an4(args) -> int:
     from asr.data import write_manifest
 
     halves = scan_an4(args.root)
-    out = Path(args.out)
+    out = Path(args.out or args.root)
     if "train" in halves and args.dev_fraction > 0:
         # AN4 speaker ids start with the speaker's sex (f/m): hold out the same share of each.
         halves["train"], halves["dev"] = split_by_speaker(halves["train"], args.dev_fraction, args.seed,
@@ -137,7 +137,7 @@ def _prepare_librispeech(args) -> int:
             print(f"{path}: ready")
         if not any(resource(n).is_archive for n in args.download) and not any(Path(args.root).rglob("*.trans.txt")):
             return 0  # only LM files were asked for, and there is no corpus to scan yet
-    out = Path(args.out)
+    out = Path(args.out or args.root)
     for subset, utts in sorted(scan_librispeech(args.root, cache_dir=out).items()):
         write_manifest(out / f"{subset}.jsonl", utts)
         print(f"{out / f'{subset}.jsonl'}: {len(utts)} utterances, {sum(u.duration for u in utts) / 3600:.2f} h")

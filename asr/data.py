@@ -84,7 +84,6 @@ def _parse_line(line: str, base: Path) -> Utterance:
 def write_manifest(path: str | Path, utts: list[Utterance]) -> None:
     """Atomic write; audio paths under the manifest's folder are stored relative to it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
     lines = []
     for u in utts:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import asr
+from asr.atomic import make_dirs
 from asr.audio import FeatureExtractor, NoiseMixer, SpecAugment, SpeedPerturb, load_audio
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.doctor import ctc_feasible
@@ -119,7 +120,7 @@ def ctc_loss(log_probs, out_lengths, targets, target_lengths) -> torch.Tensor:
 def train(cfg: TrainConfig) -> dict:
     """Train to `cfg.out`: last.pt (resumable), best.pt (by dev WER), metrics.jsonl, train.log."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     handler = _log_to_file(out / "train.log")
     try:
         return _train(cfg, out)

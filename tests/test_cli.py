@@ -203,3 +203,20 @@ def test_prepare_librispeech_on_the_real_layout(tmp_path):
     assert [r["id"] for r in rows][:2] == ["1089-134686-0000", "1089-134686-0001"] and len(rows) == 4
     assert rows[0]["text"].startswith("HE HOPED THERE WOULD BE STEW") and rows[0]["speaker"] == "1089"
     assert all(Path(r["audio"]).is_file() and r["duration"] > 1 for r in rows)
+
+
+def test_prepare_writes_beside_the_corpus_by_default_and_reports_unwritable_out(tmp_path):
+    import shutil
+
+    if not LIBRISPEECH.is_dir():
+        pytest.skip(f"LibriSpeech sample not found at {LIBRISPEECH}")
+    root = tmp_path / "ls"
+    shutil.copytree(LIBRISPEECH, root)
+    proc = run("prepare", "librispeech", "--root", root)
+    assert proc.returncode == 0, proc.stderr
+    assert len((root / "test-clean.jsonl").read_text().splitlines()) == 4
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    proc = run("prepare", "librispeech", "--root", root, "--out", blocked / "sub")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "cannot create this folder")

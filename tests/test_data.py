@@ -361,3 +361,11 @@ def test_bucket_sampler_gives_ranks_disjoint_batches_and_equal_steps(replicas):
     assert len(set(flat)) == len(everything)  # only the padding repeats
     with pytest.raises(ValueError, match="rank"):
         BucketBatchSampler(durations, 60.0, num_replicas=2, rank=2)
+
+
+def test_atomic_open_in_an_unwritable_place_is_an_input_error(tmp_path):
+    from asr.errors import InputError
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="cannot create this folder"):
+        atomic_write_text(tmp_path / "file" / "x.txt", "text")

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_doctor(sub)
     _add_train(sub)
+    _add_average(sub)
     _add_evaluate(sub)
     _add_transcribe(sub)
     return parser
@@ -264,7 +265,12 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true", help="continue from RUNDIR/last.pt if it exists")
+    p.add_argument("--accumulate", type=int, help="batches whose gradients make one optimizer step")
+    p.add_argument("--save-every", type=int, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps: RUNDIR/last.pt and RUNDIR/step-N.pt")
+    p.add_argument("--keep-last", type=int, metavar="K", help="how many step-N.pt checkpoints to keep")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUNDIR/last.pt exactly where it stopped, mid-epoch included")
     p.set_defaults(func=_train)
 
 
@@ -285,6 +291,39 @@ def _train(args) -> int:
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     train(cfg)
+    return 0
+
+
+def _add_average(sub) -> None:
+    p = sub.add_parser("average", help="average several checkpoints' weights into one",
+                       usage="asr average CKPT CKPT [CKPT ...] --out OUT.pt\n"
+                             "       asr average --last K --run RUNDIR --out OUT.pt",
+                       description="Write one checkpoint whose weights are the element-wise mean of the inputs' "
+                                   "(e.g. the last few epochs of a run). The inputs must share the model "
+                                   "config, tokenizer and feature settings; optimizer state is not kept.")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT", help="checkpoints to average (at least 2)")
+    p.add_argument("--last", type=int, metavar="K",
+                   help="with --run: average the K checkpoints with the most training steps")
+    p.add_argument("--run", metavar="RUNDIR", help="with --last: the run folder's step-*.pt and epoch-*.pt files")
+    p.add_argument("--out", required=True, metavar="OUT.pt", help="checkpoint file to write")
+    p.set_defaults(func=_average, parser=p)
+
+
+def _average(args) -> int:
+    from asr.average import find_last_checkpoints, write_average
+
+    if (args.last is None) != (args.run is None):
+        args.parser.error("--last and --run go together")
+    if args.last is not None:
+        if args.checkpoints:
+            args.parser.error("give either checkpoint files or --last K --run RUNDIR, not both")
+        paths = find_last_checkpoints(args.run, args.last)
+    else:
+        if len(args.checkpoints) < 2:
+            args.parser.error("give at least 2 checkpoints (or --last K --run RUNDIR)")
+        paths = args.checkpoints
+    write_average(paths, args.out)
+    print(f"{args.out}: average of {len(paths)} checkpoints")
     return 0
 
 

@@ -172,12 +172,13 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.durations, self.max_seconds = durations, max_seconds
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed, self.epoch, self.start_batch = shuffle, seed, 0, 0
         self.sorted_first_epoch = sorted_first_epoch
         self.num_replicas, self.rank = num_replicas, rank
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's batch order; `start_batch` skips the batches a resumed run already trained on."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def _batches(self) -> list[list[int]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -207,7 +208,8 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         return batches
 
     def __iter__(self):
-        return iter(self._batches())
+        return iter(self._batches()[self.start_batch :])
 
     def __len__(self) -> int:
+        """Batches in a whole epoch (the learning-rate schedule counts on it), skipped ones included."""
         return len(self._batches())

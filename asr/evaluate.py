@@ -15,6 +15,7 @@ from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate
 from asr.decoding import Hypothesis, greedy_decode
 from asr.metrics import char_errors, score, word_errors
 from asr.model import SUBSAMPLING
+from asr.monitor import blank_ratio
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,13 @@ class Decoded:
 
 @torch.inference_mode()
 def decode_utterances(model, features, tokenizer, utts: list[Utterance], max_batch_seconds: float = 200.0,
-                      workers: int = 0, device: str | torch.device = "cpu") -> list[Decoded]:
-    """Greedy-decode every utterance, in duration-sorted batches; unreadable audio is kept as an error."""
+                      workers: int = 0, device: str | torch.device = "cpu",
+                      frame_counts: dict | None = None) -> list[Decoded]:
+    """Greedy-decode every utterance, in duration-sorted batches; unreadable audio is kept as an error.
+
+    With `frame_counts`, adds the output frames seen ("frames") and those whose best symbol is the
+    blank ("blank") to it: the blank ratio that training watches for collapse.
+    """
     model.eval()
     dataset = SpeechDataset(utts, features, tokenizer)
     sampler = BucketBatchSampler([u.duration for u in utts], max_batch_seconds, shuffle=False)
@@ -43,6 +49,10 @@ def decode_utterances(model, features, tokenizer, utts: list[Utterance], max_bat
         if batch.ids:
             log_probs, out_lengths = model(batch.feats.to(device), batch.lengths.to(device))
             hyps = greedy_decode(log_probs, out_lengths, tokenizer, frame_seconds)
+            if frame_counts is not None:
+                frames = int(out_lengths.sum())
+                frame_counts["frames"] = frame_counts.get("frames", 0) + frames
+                frame_counts["blank"] = frame_counts.get("blank", 0) + blank_ratio(log_probs, out_lengths) * frames
             for uid, hyp in zip(batch.ids, hyps, strict=True):
                 results[uid] = Decoded(by_id[uid], hyp)
     return [results[u.id] for u in utts]

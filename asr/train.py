@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as F
 
 import asr
-from asr.atomic import make_dirs
+from asr.atomic import atomic_write_text, make_dirs
 from asr.audio import FeatureExtractor, NoiseMixer, SpecAugment, SpeedPerturb, load_audio
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.doctor import ctc_feasible
 from asr.errors import InputError
 from asr.evaluate import decode_utterances, summarize
 from asr.model import Model, ModelConfig, preset_config, read_checkpoint, save_checkpoint
+from asr.monitor import MetricsLog, collapse_warning, plot_curves, progress_postfix
+from asr.monitor import progress as progress_bar
 from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,9 @@ class TrainConfig:
     log_every: int = 50
     max_bad_batches: int = 20  # consecutive non-finite losses before the run stops
     dev_examples: int = 3
+    accumulate: int = 1  # batches whose gradients are summed into one optimizer step
+    save_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: at epoch ends only)
+    keep_last: int = 3  # step-N.pt checkpoints kept for averaging
     extra_metadata: dict = field(default_factory=dict)
 
 
@@ -172,29 +177,56 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
                             seed=cfg.seed, wave_augment=wave_augment)
     sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed,
                                  sorted_first_epoch=cfg.sorted_first_epoch)
+    # The loader's own generator: drawing worker seeds from the global RNG would shift dropout's
+    # random stream every time an epoch (or a resumed part of one) starts.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=cfg.workers, persistent_workers=False)
-    total_steps = cfg.epochs * len(sampler)
+                                         num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed))
+    steps_per_epoch = math.ceil(len(sampler) / cfg.accumulate)
+    total_steps = cfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.final_lr_ratio))
 
-    step, start_epoch, best_wer, elapsed = 0, 0, math.inf, 0.0
+    # Everything a resumed run needs to continue as if it had not stopped (with the model, optimizer,
+    # scheduler and RNG state): the epoch in progress and how many of its batches are done.
+    progress = {"step": 0, "epoch": 0, "batch": 0, "best_wer": math.inf, "elapsed": 0.0, "epoch_seconds": 0.0,
+                "epoch_loss": 0.0, "epoch_batches": 0, "epoch_audio": 0.0}
+
+    def clock(t0: float) -> float:  # add the time since t0 to the run's and the epoch's totals
+        now = time.perf_counter()
+        progress["elapsed"] += now - t0
+        progress["epoch_seconds"] += now - t0
+        return now
     if resume_state:
         model.load_state_dict(resume_state["state_dict"])
         ts = resume_state["train_state"]
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
-        step, start_epoch, best_wer, elapsed = ts["step"], ts["epoch"] + 1, ts["best_wer"], ts["elapsed"]
-        log.info("resumed from %s at epoch %d, step %d", out / "last.pt", start_epoch, step)
+        progress.update(ts["progress"])
+        torch.set_rng_state(ts["torch_rng"])
+        _drop_metrics_after(out / "metrics.jsonl", completed_epochs=progress["epoch"])
+        log.info("resumed from %s: epoch %d, batch %d, step %d", out / "last.pt", progress["epoch"] + 1,
+                 progress["batch"], progress["step"])
 
+    def save_last(metadata: dict) -> None:
+        train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "progress": dict(progress), "torch_rng": torch.get_rng_state()}
+        save_checkpoint(out / "last.pt", model, tokenizer, features, metadata, train_state)
+
+    metrics = MetricsLog(out)  # it flushes every record, so a killed run loses none
     bad_in_a_row, skipped_audio = 0, {}
-    for epoch in range(start_epoch, cfg.epochs):
+    while progress["epoch"] < cfg.epochs:
+        epoch = progress["epoch"]
         model.train()
-        sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch, start_batch=progress["batch"])
         dataset.epoch = epoch
-        t0, epoch_loss, epoch_batches, epoch_audio = time.perf_counter(), 0.0, 0, 0.0
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        bar = progress_bar(len(sampler), epoch + 1)
+        bar.update(progress["batch"])
         for batch in loader:
+            bar.update(1)
+            progress["batch"] += 1
             skipped_audio.update(batch.skipped)
             if not batch.ids:
                 continue
@@ -202,62 +234,101 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
             loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device), batch.target_lengths.to(device))
             if not torch.isfinite(loss):
                 bad_in_a_row += 1
-                log.warning("step %d: non-finite loss, batch skipped (ids: %s)", step, ", ".join(batch.ids[:8]))
+                log.warning("step %d: non-finite loss, batch skipped (ids: %s)", progress["step"],
+                            ", ".join(batch.ids[:8]))
                 if bad_in_a_row >= cfg.max_bad_batches:
                     raise InputError(f"training stopped: {bad_in_a_row} non-finite losses in a row "
                                      "(lower --lr, or check the data of the batches named above)")
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)  # also drops what this accumulation had gathered
                 continue
             bad_in_a_row = 0
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss / cfg.accumulate).backward()
+            progress["epoch_loss"] += loss.item()
+            progress["epoch_batches"] += 1
+            progress["epoch_audio"] += float(batch.lengths.sum()) * features.config.frame_seconds
+            if progress["batch"] % cfg.accumulate and progress["batch"] < len(sampler):
+                continue  # gather more gradient before the optimizer step
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            step += 1
-            epoch_loss += loss.item()
-            epoch_batches += 1
-            epoch_audio += float(batch.lengths.sum()) * features.config.frame_seconds
-            if step % cfg.log_every == 0:
-                log.info("epoch %d step %d loss %.3f grad-norm %.2f lr %.2e", epoch + 1, step, loss.item(),
-                         grad_norm, scheduler.get_last_lr()[0])
-        train_seconds = time.perf_counter() - t0
-        elapsed += train_seconds
-        record = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss / max(1, epoch_batches),
+            optimizer.zero_grad(set_to_none=True)
+            progress["step"] += 1
+            bar.set_postfix(progress_postfix(loss.item(), scheduler.get_last_lr()[0], progress["epoch_audio"],
+                                             progress["epoch_seconds"] + time.perf_counter() - t0))
+            if progress["step"] % cfg.log_every == 0:
+                log.info("epoch %d step %d loss %.3f grad-norm %.2f lr %.2e", epoch + 1, progress["step"],
+                         loss.item(), grad_norm, scheduler.get_last_lr()[0])
+            if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["batch"] < len(sampler):
+                t0 = clock(t0)
+                metadata = _metadata(cfg, progress["step"], epoch, {}, progress["elapsed"])
+                save_last(metadata)
+                _save_step_checkpoint(out, progress["step"], cfg.keep_last, model, tokenizer, features, metadata)
+        bar.close()
+        clock(t0)
+        train_seconds = progress["epoch_seconds"]
+        record = {"epoch": epoch + 1, "step": progress["step"],
+                  "train_loss": progress["epoch_loss"] / max(1, progress["epoch_batches"]),
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 1),
-                  "audio_seconds_per_second": round(epoch_audio / max(train_seconds, 1e-9), 1)}
+                  "audio_seconds_per_second": round(progress["epoch_audio"] / max(train_seconds, 1e-9), 1)}
         if dev_utts:
             record.update(_validate(model, features, tokenizer, dev_utts, cfg, device))
         log.info("epoch %d: %s", epoch + 1, json.dumps(record))
-        with (out / "metrics.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        metrics.log(record)
 
-        metadata = _metadata(cfg, step, epoch + 1, record, elapsed)
-        improved = dev_utts and record["dev_wer"] < best_wer
-        if improved:
-            best_wer = record["dev_wer"]
+        metadata = _metadata(cfg, progress["step"], epoch + 1, record, progress["elapsed"])
+        if dev_utts and record["dev_wer"] < progress["best_wer"]:
+            progress["best_wer"] = record["dev_wer"]
             save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
-        train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "step": step, "epoch": epoch, "best_wer": best_wer, "elapsed": elapsed}
-        save_checkpoint(out / "last.pt", model, tokenizer, features, metadata, train_state)
-        if not dev_utts:  # without a dev set, the latest model is the best we know
+        elif not dev_utts:  # without a dev set, the latest model is the best we know
             save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
+        progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_batches=0, epoch_audio=0.0, epoch_seconds=0.0)
+        save_last(metadata)
+    metrics.close()
+    plot = plot_curves(out / "metrics.jsonl", out / "curves.png")
+    if plot:
+        log.info("training curves: %s", plot)
     if skipped_audio:
         log.warning("%d training files could not be read and were skipped:\n  %s", len(skipped_audio),
                     "\n  ".join(skipped_audio.values()))
-    summary = {"steps": step, "best_dev_wer": None if best_wer == math.inf else best_wer,
-               "train_seconds": round(elapsed, 1), "out": str(out)}
+    best = progress["best_wer"]
+    summary = {"steps": progress["step"], "best_dev_wer": None if best == math.inf else best,
+               "train_seconds": round(progress["elapsed"], 1), "out": str(out)}
     log.info("done: %s", json.dumps(summary))
     return summary
 
 
+def _drop_metrics_after(path: Path, completed_epochs: int) -> None:
+    """Forget epoch records newer than the checkpoint: a run killed between writing an epoch's record
+    and its checkpoint redoes that epoch's end, and must not log it twice."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= completed_epochs]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _save_step_checkpoint(out: Path, step: int, keep_last: int, model, tokenizer, features, metadata) -> None:
+    """`step-N.pt` (weights only, for `asr average`), keeping the newest `keep_last` of them."""
+    save_checkpoint(out / f"step-{step}.pt", model, tokenizer, features, metadata)
+    steps = sorted(out.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    for old in steps[:-keep_last] if keep_last > 0 else steps:
+        old.unlink(missing_ok=True)
+
+
 def _validate(model, features, tokenizer, dev_utts, cfg, device) -> dict:
-    t0 = time.perf_counter()
-    decoded = decode_utterances(model, features, tokenizer, dev_utts, device=device)
+    """Greedy WER/CER on the dev set, a few examples, and a warning when the outputs have collapsed."""
+    t0, counts = time.perf_counter(), {}
+    decoded = decode_utterances(model, features, tokenizer, dev_utts, device=device, frame_counts=counts)
     summary, rows = summarize(decoded, time.perf_counter() - t0)
     for row in rows[: cfg.dev_examples]:
         log.info("  ref: %s\n  hyp: %s", row["reference"], row["hypothesis"])
-    return {"dev_wer": round(summary["wer"], 4), "dev_cer": round(summary["cer"], 4)}
+    blank = counts.get("blank", 0.0) / max(1, counts.get("frames", 0))
+    warning = collapse_warning([r["hypothesis"] for r in rows], blank)
+    if warning:
+        log.warning("%s", warning)
+    return {"dev_wer": round(summary["wer"], 4), "dev_cer": round(summary["cer"], 4),
+            "dev_blank_ratio": round(blank, 4)}
 
 
 def _metadata(cfg: TrainConfig, step: int, epoch: int, record: dict, elapsed: float) -> dict:

@@ -53,7 +53,7 @@ def test_resume_continues_from_last_checkpoint(two_utterances, tmp_path):
     base = dict(train=[str(two_utterances)], dev=str(two_utterances), out=str(out), preset="tiny",
                 warmup_steps=2, workers=0)
     train(TrainConfig(**base, epochs=2))
-    steps_after_two = torch.load(out / "last.pt", weights_only=True)["train_state"]["step"]
+    steps_after_two = torch.load(out / "last.pt", weights_only=True)["train_state"]["progress"]["step"]
     summary = train(TrainConfig(**base, epochs=3, resume=True))
     assert summary["steps"] == steps_after_two * 3 // 2
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3

@@ -1,0 +1,100 @@
+"""Checkpoint averaging: the element-wise mean of several checkpoints' weights, written as one checkpoint.
+
+Averaging the last few checkpoints of a run (e.g. the last epochs) usually gives a slightly better model
+than any one of them. Every input must describe the same model: the same model_config, tokenizer and
+feature settings (config and mean/std), else the average is meaningless and InputError says which file
+differs and how.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from asr.errors import InputError
+from asr.model import atomic_torch_save, read_checkpoint
+
+
+def average_checkpoints(paths: list[str | Path]) -> dict:
+    """-> a checkpoint dict (the first input's structure, without train_state) holding the mean weights.
+
+    Floating-point tensors are averaged in float64 and cast back to their dtype (summing many float32 or
+    float16 tensors in their own precision loses accuracy); other tensors (counters) come from the last file.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise InputError(f"averaging needs at least 2 checkpoints, got {len(paths)}")
+    states = [read_checkpoint(p) for p in paths]
+    first = states[0]
+    for path, state in zip(paths[1:], states[1:], strict=True):
+        difference = _difference(first, state)
+        if difference:
+            raise InputError(f"{path}: cannot be averaged with {paths[0]}: {difference}")
+
+    sums: dict[str, torch.Tensor] = {}
+    for state in states:
+        for name, tensor in state["state_dict"].items():
+            if tensor.is_floating_point():
+                sums[name] = sums[name] + tensor.double() if name in sums else tensor.double().clone()
+    last = states[-1]["state_dict"]
+    averaged = {name: (sums[name] / len(states)).to(tensor.dtype) if tensor.is_floating_point() else last[name]
+                for name, tensor in first["state_dict"].items()}
+
+    result = {k: v for k, v in first.items() if k not in ("train_state", "state_dict", "metadata")}
+    result["state_dict"] = averaged
+    result["metadata"] = {**first.get("metadata", {}), "averaged_from": [str(p) for p in paths],
+                          "averaged_steps": [s.get("metadata", {}).get("steps") for s in states]}
+    return result
+
+
+def write_average(paths: list[str | Path], out: str | Path) -> dict:
+    """Average `paths` into the checkpoint file `out` (written atomically); -> the checkpoint dict."""
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; --out names the checkpoint file to write, e.g. {out / 'avg.pt'}")
+    state = average_checkpoints(paths)
+    atomic_torch_save(state, out)
+    return state
+
+
+def find_last_checkpoints(run_dir: str | Path, k: int) -> list[Path]:
+    """The `k` checkpoints in RUNDIR/step-*.pt and RUNDIR/epoch-*.pt with the most training steps, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run folder")
+    if k < 2:
+        raise InputError(f"--last {k}: averaging needs at least 2 checkpoints")
+    found = sorted({*run_dir.glob("step-*.pt"), *run_dir.glob("epoch-*.pt")})
+    if len(found) < k:
+        raise InputError(f"{run_dir}: --last {k} asks for {k} checkpoints, found {len(found)} "
+                         f"(step-*.pt, epoch-*.pt)")
+    steps = []
+    for path in found:
+        step = read_checkpoint(path).get("metadata", {}).get("steps")
+        if not isinstance(step, int):
+            raise InputError(f"{path}: metadata has no training step count")
+        steps.append((step, path))
+    return [path for _, path in sorted(steps)[-k:]]
+
+
+def _difference(a: dict, b: dict) -> str | None:
+    """What makes checkpoint b's model differ from a's, in a few words; None when they match."""
+    if a.get("model_config") != b.get("model_config"):
+        keys = sorted({*a.get("model_config", {}), *b.get("model_config", {})})
+        diff = [f"{k} {a['model_config'].get(k)} vs {b['model_config'].get(k)}" for k in keys
+                if a["model_config"].get(k) != b["model_config"].get(k)]
+        return "model_config differs (" + ", ".join(diff) + ")"
+    if a.get("tokenizer") != b.get("tokenizer"):
+        return "tokenizer differs"
+    fa, fb = a.get("features", {}), b.get("features", {})
+    if fa.get("config") != fb.get("config"):
+        return "feature config differs"
+    for key in ("mean", "std"):
+        ta, tb = fa.get(key), fb.get(key)
+        if (ta is None) != (tb is None) or (ta is not None and (ta.shape != tb.shape or not torch.equal(ta, tb))):
+            return f"feature {key} differs"
+    if a["state_dict"].keys() != b["state_dict"].keys() or any(
+            a["state_dict"][k].shape != b["state_dict"][k].shape for k in a["state_dict"]):
+        return "state_dict tensors differ in names or shapes"
+    return None

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import asr
+from asr import distributed
 from asr.atomic import atomic_write_text, make_dirs
 from asr.audio import FeatureExtractor, NoiseMixer, SpecAugment, SpeedPerturb, load_audio
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
@@ -123,20 +124,30 @@ def ctc_loss(log_probs, out_lengths, targets, target_lengths) -> torch.Tensor:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train to `cfg.out`: last.pt (resumable), best.pt (by dev WER), metrics.jsonl, train.log."""
+    """Train to `cfg.out`: last.pt (resumable), best.pt (by dev WER), metrics.jsonl, train.log.
+
+    Under torchrun every process runs this; rank 0 alone writes and logs below warnings.
+    """
+    world = distributed.setup(cfg.device)
     out = Path(cfg.out)
-    make_dirs(out)
-    handler = _log_to_file(out / "train.log")
+    logger, handler, level = logging.getLogger("asr"), None, logging.getLogger("asr").level
+    if world.is_main:
+        make_dirs(out)
+        handler = _log_to_file(out / "train.log")
+    else:
+        logger.setLevel(logging.WARNING)
     try:
-        return _train(cfg, out)
+        return _train(cfg, out, world)
     finally:
-        logging.getLogger("asr").removeHandler(handler)
-        handler.close()
+        if handler:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(level)
+        distributed.teardown(world)
 
 
-def _train(cfg: TrainConfig, out: Path) -> dict:
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if cfg.device == "auto" else cfg.device)
+def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
+    device = world.device
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
@@ -144,6 +155,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
 
     train_utts = load_utterances(cfg.train, "training")
     dev_utts = load_utterances([cfg.dev], "dev") if cfg.dev else []
+    distributed.barrier(world)  # a resuming rank must not read last.pt before rank 0 has made the folder
     resume_state = read_checkpoint(out / "last.pt") if cfg.resume and (out / "last.pt").exists() else None
     if cfg.resume and resume_state is None:
         log.warning("--resume: no %s yet, starting from scratch", out / "last.pt")
@@ -175,8 +187,10 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr))
     dataset = SpeechDataset(train_utts, features, tokenizer, SpecAugment() if cfg.spec_augment else None,
                             seed=cfg.seed, wave_augment=wave_augment)
+    # --max-batch-seconds is per process: the global batch under DDP is that times the world size.
     sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed,
-                                 sorted_first_epoch=cfg.sorted_first_epoch)
+                                 sorted_first_epoch=cfg.sorted_first_epoch, num_replicas=world.size,
+                                 rank=world.rank)
     # The loader's own generator: drawing worker seeds from the global RNG would shift dropout's
     # random stream every time an epoch (or a resumed part of one) starts.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
@@ -204,16 +218,21 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         scheduler.load_state_dict(ts["scheduler"])
         progress.update(ts["progress"])
         torch.set_rng_state(ts["torch_rng"])
-        _drop_metrics_after(out / "metrics.jsonl", completed_epochs=progress["epoch"])
+        if world.is_main:
+            _drop_metrics_after(out / "metrics.jsonl", completed_epochs=progress["epoch"])
         log.info("resumed from %s: epoch %d, batch %d, step %d", out / "last.pt", progress["epoch"] + 1,
                  progress["batch"], progress["step"])
+
+    net = model  # what runs the batches; checkpoints always store the bare `model`
+    if world.size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     def save_last(metadata: dict) -> None:
         train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "progress": dict(progress), "torch_rng": torch.get_rng_state()}
         save_checkpoint(out / "last.pt", model, tokenizer, features, metadata, train_state)
 
-    metrics = MetricsLog(out)  # it flushes every record, so a killed run loses none
+    metrics = MetricsLog(out) if world.is_main else None  # it flushes every record: a kill loses none
     bad_in_a_row, skipped_audio = 0, {}
     while progress["epoch"] < cfg.epochs:
         epoch = progress["epoch"]
@@ -228,11 +247,13 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
             bar.update(1)
             progress["batch"] += 1
             skipped_audio.update(batch.skipped)
-            if not batch.ids:
-                continue
-            log_probs, out_lengths = model(batch.feats.to(device), batch.lengths.to(device))
-            loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device), batch.target_lengths.to(device))
-            if not torch.isfinite(loss):
+            loss = None
+            if batch.ids:
+                log_probs, out_lengths = net(batch.feats.to(device), batch.lengths.to(device))
+                loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device), batch.target_lengths.to(device))
+            if not distributed.all_true(loss is not None and bool(torch.isfinite(loss)), world):
+                if loss is None or torch.isfinite(loss):
+                    continue  # nothing readable here, or another rank's batch failed
                 bad_in_a_row += 1
                 log.warning("step %d: non-finite loss, batch skipped (ids: %s)", progress["step"],
                             ", ".join(batch.ids[:8]))
@@ -258,7 +279,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
             if progress["step"] % cfg.log_every == 0:
                 log.info("epoch %d step %d loss %.3f grad-norm %.2f lr %.2e", epoch + 1, progress["step"],
                          loss.item(), grad_norm, scheduler.get_last_lr()[0])
-            if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["batch"] < len(sampler):
+            if (world.is_main and cfg.save_every and progress["step"] % cfg.save_every == 0
+                    and progress["batch"] < len(sampler)):
                 t0 = clock(t0)
                 metadata = _metadata(cfg, progress["step"], epoch, {}, progress["elapsed"])
                 save_last(metadata)
@@ -266,27 +288,34 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         bar.close()
         clock(t0)
         train_seconds = progress["epoch_seconds"]
-        record = {"epoch": epoch + 1, "step": progress["step"],
-                  "train_loss": progress["epoch_loss"] / max(1, progress["epoch_batches"]),
+        loss_sum, batches, audio = distributed.sum_over_ranks(
+            [progress["epoch_loss"], progress["epoch_batches"], progress["epoch_audio"]], world)
+        record = {"epoch": epoch + 1, "step": progress["step"], "train_loss": loss_sum / max(1, batches),
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 1),
-                  "audio_seconds_per_second": round(progress["epoch_audio"] / max(train_seconds, 1e-9), 1)}
-        if dev_utts:
-            record.update(_validate(model, features, tokenizer, dev_utts, cfg, device))
-        log.info("epoch %d: %s", epoch + 1, json.dumps(record))
-        metrics.log(record)
-
-        metadata = _metadata(cfg, progress["step"], epoch + 1, record, progress["elapsed"])
-        if dev_utts and record["dev_wer"] < progress["best_wer"]:
-            progress["best_wer"] = record["dev_wer"]
-            save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
-        elif not dev_utts:  # without a dev set, the latest model is the best we know
-            save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
+                  "audio_seconds_per_second": round(audio / max(train_seconds, 1e-9), 1)}
+        if world.is_main:  # rank 0 validates and writes; the others go on to the next epoch
+            if dev_utts:
+                record.update(_validate(model, features, tokenizer, dev_utts, cfg, device))
+            log.info("epoch %d: %s", epoch + 1, json.dumps(record))
+            metrics.log(record)
+            metadata = _metadata(cfg, progress["step"], epoch + 1, record, progress["elapsed"])
+            if dev_utts and record["dev_wer"] < progress["best_wer"]:
+                progress["best_wer"] = record["dev_wer"]
+                save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
+            elif not dev_utts:  # without a dev set, the latest model is the best we know
+                save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
         progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_batches=0, epoch_audio=0.0, epoch_seconds=0.0)
-        save_last(metadata)
-    metrics.close()
-    plot = plot_curves(out / "metrics.jsonl", out / "curves.png")
-    if plot:
-        log.info("training curves: %s", plot)
+        if world.is_main:
+            save_last(metadata)
+    if world.size > 1:
+        same = distributed.same_on_all_ranks(model, world)
+        (log.info if same else log.warning)("weights %s on all %d ranks", "identical" if same else "DIFFER",
+                                              world.size)
+    if world.is_main:
+        metrics.close()
+        plot = plot_curves(out / "metrics.jsonl", out / "curves.png")
+        if plot:
+            log.info("training curves: %s", plot)
     if skipped_audio:
         log.warning("%d training files could not be read and were skipped:\n  %s", len(skipped_audio),
                     "\n  ".join(skipped_audio.values()))

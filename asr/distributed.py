@@ -1,0 +1,84 @@
+"""Multi-process training (DDP) under torchrun: set-up, and the few collectives the loop needs.
+
+One process per device. `torchrun` sets RANK, LOCAL_RANK and WORLD_SIZE; without them (a plain
+`asr train`) everything here is a no-op for a world of one. NCCL on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, logs, metrics and plots."""
+        return self.rank == 0
+
+
+def setup(device: str = "auto") -> World:
+    """Join the process group when started by torchrun; pick this process's device."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if size == 1:
+        return World(0, 1, torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return World(dist.get_rank(), size, torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"))
+
+
+def teardown(world: World) -> None:
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_true(flag: bool, world: World) -> bool:
+    """True only if `flag` is true on every rank, so that all ranks take the same branch.
+
+    A rank that skipped a backward pass which the others ran would leave them waiting forever in
+    the gradient all-reduce.
+    """
+    if world.size == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=world.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def sum_over_ranks(values: list[float], world: World) -> list[float]:
+    if world.size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=world.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()
+
+
+def same_on_all_ranks(model: torch.nn.Module, world: World) -> bool:
+    """Whether every rank holds bit-identical weights (a fingerprint of each tensor, compared by min and max).
+
+    DDP keeps replicas in step by averaging gradients; this checks that it did, cheaply, at the end.
+    """
+    if world.size == 1:
+        return True
+    fingerprint = torch.stack([p.detach().double().sum() + p.detach().double().square().sum()
+                               for p in model.parameters()]).to(world.device)
+    low, high = fingerprint.clone(), fingerprint.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return bool(torch.equal(low, high))

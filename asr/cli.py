@@ -265,6 +265,8 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU; fp16 adds a gradient scaler; CTC stays fp32")
     p.add_argument("--accumulate", type=int, help="batches whose gradients make one optimizer step")
     p.add_argument("--save-every", type=int, metavar="STEPS",
                    help="also checkpoint every STEPS optimizer steps: RUNDIR/last.pt and RUNDIR/step-N.pt")

@@ -5,6 +5,7 @@ Dimensions: B batch, T frames, T' output frames, V vocabulary, L target tokens.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -63,6 +64,7 @@ class TrainConfig:
     log_every: int = 50
     max_bad_batches: int = 20  # consecutive non-finite losses before the run stops
     dev_examples: int = 3
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16 (with a gradient scaler)
     accumulate: int = 1  # batches whose gradients are summed into one optimizer step
     save_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: at epoch ends only)
     keep_last: int = 3  # step-N.pt checkpoints kept for averaging
@@ -227,8 +229,13 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if world.size > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
+    autocast, scaler = _precision(cfg.precision, device)
+    if resume_state and resume_state["train_state"].get("scaler"):
+        scaler.load_state_dict(resume_state["train_state"]["scaler"])
+
     def save_last(metadata: dict) -> None:
         train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "scaler": scaler.state_dict(),
                        "progress": dict(progress), "torch_rng": torch.get_rng_state()}
         save_checkpoint(out / "last.pt", model, tokenizer, features, metadata, train_state)
 
@@ -249,7 +256,8 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
             skipped_audio.update(batch.skipped)
             loss = None
             if batch.ids:
-                log_probs, out_lengths = net(batch.feats.to(device), batch.lengths.to(device))
+                with autocast():
+                    log_probs, out_lengths = net(batch.feats.to(device), batch.lengths.to(device))
                 loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device), batch.target_lengths.to(device))
             if not distributed.all_true(loss is not None and bool(torch.isfinite(loss)), world):
                 if loss is None or torch.isfinite(loss):
@@ -263,14 +271,16 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                 optimizer.zero_grad(set_to_none=True)  # also drops what this accumulation had gathered
                 continue
             bad_in_a_row = 0
-            (loss / cfg.accumulate).backward()
+            scaler.scale(loss / cfg.accumulate).backward()
             progress["epoch_loss"] += loss.item()
             progress["epoch_batches"] += 1
             progress["epoch_audio"] += float(batch.lengths.sum()) * features.config.frame_seconds
             if progress["batch"] % cfg.accumulate and progress["batch"] < len(sampler):
                 continue  # gather more gradient before the optimizer step
+            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress["step"] += 1
@@ -324,6 +334,24 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                "train_seconds": round(progress["elapsed"], 1), "out": str(out)}
     log.info("done: %s", json.dumps(summary))
     return summary
+
+
+def _precision(name: str, device: torch.device):
+    """-> (autocast context factory, gradient scaler), decided once for the run.
+
+    bf16 keeps float32's range, so it needs no loss scaling; fp16 does. The weights and optimizer
+    stay float32 either way, and the CTC loss is always float32 (see ctc_loss).
+    """
+    if name == "auto":
+        name = "bf16" if device.type == "cuda" else "fp32"
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name not in dtypes:
+        raise InputError(f"--precision must be auto, fp32, bf16 or fp16, got {name!r}")
+    dtype = dtypes[name]
+    scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+    if dtype is None:
+        return contextlib.nullcontext, scaler
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
 def _drop_metrics_after(path: Path, completed_epochs: int) -> None:

@@ -148,3 +148,16 @@ def test_augmented_items_are_reproducible(two_utterances):
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     later = [item(e) for e in range(1, 6)]
     assert any(not torch.equal(a[0], x[0]) for x in later)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_with_float32_weights_and_resumes(two_utterances, tmp_path, precision):
+    out = tmp_path / "run"
+    base = dict(train=[str(two_utterances)], out=str(out), preset="tiny", workers=0, precision=precision)
+    train(TrainConfig(**base, epochs=2))
+    summary = train(TrainConfig(**base, epochs=3, resume=True))
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert summary["steps"] == 3
+    assert all(v.dtype == torch.float32 for v in state["state_dict"].values() if v.is_floating_point())
+    assert all(math.isfinite(json.loads(x)["train_loss"]) for x in (out / "metrics.jsonl").read_text().splitlines())
+    assert bool(state["train_state"]["scaler"]) == (precision == "fp16")  # the scale travels for resume

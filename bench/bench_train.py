@@ -1,0 +1,99 @@
+"""Training throughput on CPU and where the step time goes; FLOPs of every preset.
+
+    python bench/bench_train.py throughput [--presets small base] [--steps 20] [--threads 2]
+    python bench/bench_train.py flops
+
+`throughput`: the real training step (AN4 batches of --max-batch-seconds from the DataLoader with
+one worker, SpecAugment, forward, CTC loss, backward, clipping, AdamW) for each preset. It reports
+audio-seconds trained per second and the share of the step spent outside the model's forward and
+backward passes (waiting for data, the loss, clipping, the optimizer), medians over the steps
+after a warm-up.
+
+`flops`: forward FLOPs per second of audio for every preset, counted by torch's FlopCounterMode on
+one second of input (training costs about three times that: forward plus a backward of twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from asr.model import PRESETS, Model, count_parameters, preset_config
+
+
+def flops() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    print("| preset | parameters | forward GFLOPs per audio second |")
+    print("|---|---|---|")
+    for name in PRESETS:
+        config = preset_config(name, 29)
+        model = Model(config).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.randn(1, 101, 80), torch.tensor([101]))  # 1 s = 101 frames of 10 ms
+        print(f"| {name} | {count_parameters(config) / 1e6:.2f} M | {counter.get_total_flops() / 1e9:.3f} |")
+
+
+def throughput(args) -> None:
+    from asr.audio import FeatureExtractor, SpecAugment
+    from asr.data import BucketBatchSampler, SpeechDataset, collate, read_manifest
+    from asr.text import CharTokenizer
+    from asr.train import ctc_loss
+
+    utts, _ = read_manifest(args.manifest)
+    tok = CharTokenizer()
+    dataset = SpeechDataset(utts, FeatureExtractor(mean=torch.zeros(80), std=torch.ones(80)), tok, SpecAugment())
+    sampler = BucketBatchSampler([u.duration for u in utts], args.max_batch_seconds)
+    for name in args.presets:
+        torch.manual_seed(0)
+        model = Model(preset_config(name, tok.vocab_size)).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=1))
+        rates, outside = [], []
+        for i in range(args.warmup + args.steps):
+            t0 = time.perf_counter()
+            batch = next(loader)
+            t1 = time.perf_counter()
+            log_probs, out_lengths = model(batch.feats, batch.lengths)
+            t2 = time.perf_counter()
+            loss = ctc_loss(log_probs, out_lengths, batch.targets, batch.target_lengths)
+            t3 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            t4 = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            t5 = time.perf_counter()
+            if i >= args.warmup:
+                audio = float(batch.lengths.sum()) * 0.01
+                rates.append(audio / (t5 - t0))
+                outside.append(1 - ((t2 - t1) + (t4 - t3)) / (t5 - t0))
+        print(f"{name}: {statistics.median(rates):.1f} audio-seconds/s, outside forward/backward "
+              f"{100 * statistics.median(outside):.1f} % (median of {args.steps} steps, {args.threads} threads, "
+              f"batches of {args.max_batch_seconds:.0f} s)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--presets", nargs="+", default=["small", "base"])
+    t.add_argument("--manifest", default="data/an4/an4-train.jsonl")
+    t.add_argument("--steps", type=int, default=20)
+    t.add_argument("--warmup", type=int, default=3)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--max-batch-seconds", type=float, default=40.0)
+    sub.add_parser("flops")
+    args = p.parse_args()
+    if args.what == "flops":
+        flops()
+    else:
+        torch.set_num_threads(args.threads)
+        throughput(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -338,20 +338,23 @@ def _add_evaluate(sub) -> None:
                                    "OUTPUT/summary.json and OUTPUT/utterances.jsonl.")
     p.add_argument("--manifest", required=True, help="JSONL manifest with reference transcripts")
     p.add_argument("--model", help="checkpoint (default: the bundled model)")
-    p.add_argument("--decoder", default="greedy", choices=["greedy"], help="decoding method")
+    p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"],
+                   help="greedy (best path) or beam (prefix beam search, no LM yet)")
+    p.add_argument("--beam-size", type=int, default=50, help="hypotheses kept by --decoder beam")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for summary.json and utterances.jsonl")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args) -> int:
+    from asr.decoding import make_decoder
     from asr.evaluate import evaluate
     from asr.train import load_utterances
     from asr.transcribe import Transcriber
 
     utts = load_utterances([args.manifest], "evaluation")
-    t = Transcriber.load(args.model, args.device)
-    s = evaluate(t.model, t.features, t.tokenizer, utts, args.output, args.device,
+    t = Transcriber.load(args.model, args.device, make_decoder(args.decoder, args.beam_size))
+    s = evaluate(t.model, t.features, t.tokenizer, utts, args.output, args.device, decode=t.decode,
                  extra={"model": str(args.model or "bundled"), "manifest": args.manifest, "decoder": args.decoder})
     for problem in s["skipped"]:
         print(f"error: {problem}", file=sys.stderr)
@@ -372,7 +375,9 @@ def _add_transcribe(sub) -> None:
                                    "output. Unreadable files are reported, skipped and listed at the end.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
     p.add_argument("--model", help="checkpoint (default: the bundled model)")
-    p.add_argument("--decoder", default="greedy", choices=["greedy"], help="decoding method")
+    p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"],
+                   help="greedy (best path) or beam (prefix beam search, no LM yet)")
+    p.add_argument("--beam-size", type=int, default=50, help="hypotheses kept by --decoder beam")
     p.add_argument("--format", default="txt",
                    help="comma-separated output formats from txt, json, srt, vtt, tsv, or 'all' (default txt)")
     p.add_argument("--output-dir", metavar="DIR",
@@ -393,6 +398,7 @@ def _parse_formats(spec: str) -> list[str]:
 
 
 def _transcribe(args) -> int:
+    from asr.decoding import make_decoder
     from asr.transcribe import Transcriber, drop_output_collisions, find_audio, write_outputs
 
     formats = _parse_formats(args.format)
@@ -405,7 +411,8 @@ def _transcribe(args) -> int:
     total = len(files) + len(failures)
     for problem in failures:
         print(f"error: {problem}", file=sys.stderr)
-    transcriber = Transcriber.load(args.model, args.device) if files else None
+    decode = make_decoder(args.decoder, args.beam_size)
+    transcriber = Transcriber.load(args.model, args.device, decode) if files else None
     for path, stem in files:
         try:
             result = transcriber.transcribe(path)

@@ -7,6 +7,7 @@ one ``Hypothesis`` per utterance, so decoders are interchangeable.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,72 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer,
         probs = best_logp[i, frames].exp().tolist()
         hyps.append(_hypothesis(tokens, frames, probs, tokenizer, frame_seconds))
     return hyps
+
+
+def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, frame_seconds: float = 0.04,
+                beam_size: int = 50, beam_threshold: float = 50.0) -> list[Hypothesis]:
+    """Lexicon-free CTC beam search (flashlight-text through torchaudio), without a language model.
+
+    Hypotheses that reach the same prefix are merged by summing their probabilities (log_add), as
+    CTC defines a label sequence's probability, rather than keeping the better of the two.
+
+    The search returns tokens only; where each token is emitted comes from CTC forced alignment of
+    that token sequence (the Viterbi path), so words get times and confidences exactly as on the
+    greedy path. With beam_size=1 the result equals `greedy_decode` (a test checks it).
+    """
+    decoder = _beam_decoder(tuple(tokenizer.tokens), beam_size, beam_threshold)
+    emissions = log_probs.detach().float().cpu().contiguous()
+    results = decoder(emissions, lengths.detach().cpu().to(torch.int32))
+    sil = _silence_token(tokenizer.tokens)
+    hyps = []
+    for i, nbest in enumerate(results):
+        tokens = [t for t in nbest[0].tokens.tolist() if t != BLANK] if nbest else []
+        while tokens and tokens[0] == sil:  # the search brackets every hypothesis with silence
+            tokens.pop(0)
+        while tokens and tokens[-1] == sil:
+            tokens.pop()
+        frames, probs = _align(emissions[i, : int(lengths[i])], tokens)
+        hyps.append(_hypothesis(tokens, frames, probs, tokenizer, frame_seconds))
+    return hyps
+
+
+def make_decoder(name: str = "greedy", beam_size: int = 50):
+    """-> decode(log_probs, lengths, tokenizer, frame_seconds) for `--decoder greedy|beam`."""
+    if name == "greedy":
+        return greedy_decode
+    if name == "beam":
+        return functools.partial(beam_decode, beam_size=beam_size)
+    raise ValueError(f"unknown decoder {name!r}: greedy or beam")
+
+
+def _silence_token(tokens) -> int:
+    """flashlight needs a word-separator token: the space for characters; for BPE, whose pieces carry
+    their own word boundary, the unknown piece, which a trained model never emits."""
+    return tokens.index(" ") if " " in tokens else 1
+
+
+@functools.lru_cache(maxsize=8)
+def _beam_decoder(tokens: tuple[str, ...], beam_size: int, beam_threshold: float):
+    from torchaudio.models.decoder import ctc_decoder
+
+    return ctc_decoder(lexicon=None, tokens=list(tokens), lm=None, nbest=1, beam_size=beam_size,
+                       beam_threshold=beam_threshold, blank_token=tokens[BLANK],
+                       sil_token=tokens[_silence_token(tokens)], log_add=True)
+
+
+def _align(log_probs: torch.Tensor, tokens: list[int]) -> tuple[list[int], list[float]]:
+    """Frame where each token starts on the best CTC path that spells `tokens`, and its posterior there."""
+    if not tokens:
+        return [], []
+    import torchaudio.functional
+
+    labels, scores = torchaudio.functional.forced_align(
+        log_probs.unsqueeze(0), torch.tensor([tokens], dtype=torch.int32),
+        torch.tensor([log_probs.shape[0]]), torch.tensor([len(tokens)]), blank=BLANK)
+    labels, scores = labels[0], scores[0]
+    prev = torch.nn.functional.pad(labels, (1, 0), value=BLANK)[:-1]
+    starts = ((labels != BLANK) & (labels != prev)).nonzero().squeeze(1)  # same rule as greedy's emissions
+    return starts.tolist(), scores[starts].exp().tolist()
 
 
 def _hypothesis(tokens, frames, probs, tokenizer, frame_seconds) -> Hypothesis:

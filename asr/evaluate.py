@@ -30,8 +30,9 @@ class Decoded:
 @torch.inference_mode()
 def decode_utterances(model, features, tokenizer, utts: list[Utterance], max_batch_seconds: float = 200.0,
                       workers: int = 0, device: str | torch.device = "cpu",
-                      frame_counts: dict | None = None) -> list[Decoded]:
-    """Greedy-decode every utterance, in duration-sorted batches; unreadable audio is kept as an error.
+                      frame_counts: dict | None = None, decode=greedy_decode) -> list[Decoded]:
+    """Decode every utterance (greedy unless `decode` says otherwise), in duration-sorted batches;
+    unreadable audio is kept as an error.
 
     With `frame_counts`, adds the output frames seen ("frames") and those whose best symbol is the
     blank ("blank") to it: the blank ratio that training watches for collapse.
@@ -48,7 +49,7 @@ def decode_utterances(model, features, tokenizer, utts: list[Utterance], max_bat
             results[uid] = Decoded(by_id[uid], None, message)
         if batch.ids:
             log_probs, out_lengths = model(batch.feats.to(device), batch.lengths.to(device))
-            hyps = greedy_decode(log_probs, out_lengths, tokenizer, frame_seconds)
+            hyps = decode(log_probs, out_lengths, tokenizer, frame_seconds)
             if frame_counts is not None:
                 frames = int(out_lengths.sum())
                 frame_counts["frames"] = frame_counts.get("frames", 0) + frames
@@ -83,10 +84,10 @@ def summarize(decoded: list[Decoded], decode_seconds: float) -> tuple[dict, list
 
 
 def evaluate(model, features, tokenizer, utts: list[Utterance], output_dir: str | Path,
-             device: str | torch.device = "cpu", extra: dict | None = None) -> dict:
+             device: str | torch.device = "cpu", extra: dict | None = None, decode=greedy_decode) -> dict:
     """Decode, score, and write `summary.json` and `utterances.jsonl` (atomically) to `output_dir`."""
     start = time.perf_counter()
-    decoded = decode_utterances(model, features, tokenizer, utts, device=device)
+    decoded = decode_utterances(model, features, tokenizer, utts, device=device, decode=decode)
     summary, rows = summarize(decoded, time.perf_counter() - start)
     summary.update(extra or {})
     output_dir = Path(output_dir)

@@ -45,18 +45,19 @@ class Transcript:
 class Transcriber:
     """A loaded model that turns audio into a Transcript. `asr.load_model()` returns one."""
 
-    def __init__(self, model, tokenizer, features, metadata: dict | None = None, device="cpu"):
+    def __init__(self, model, tokenizer, features, metadata: dict | None = None, device="cpu",
+                 decode=greedy_decode):
         self.model, self.tokenizer, self.features = model, tokenizer, features
-        self.metadata, self.device = metadata or {}, torch.device(device)
+        self.metadata, self.device, self.decode = metadata or {}, torch.device(device), decode
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "cpu") -> Transcriber:
+    def load(cls, path: str | Path | None = None, device: str = "cpu", decode=greedy_decode) -> Transcriber:
         if path is None:
             path = DEFAULT_MODEL
             if not path.is_file():
                 raise InputError(f"{path}: bundled model not found; pass --model CHECKPOINT")
         model, tokenizer, features, metadata = load_checkpoint(path, device)
-        return cls(model, tokenizer, features, metadata, device)
+        return cls(model, tokenizer, features, metadata, device, decode)
 
     @torch.inference_mode()
     def transcribe(self, audio, sample_rate: int | None = None) -> Transcript:
@@ -66,7 +67,7 @@ class Transcriber:
         lengths = torch.tensor([feats.shape[0]], device=self.device)
         log_probs, out_lengths = self.model(feats.unsqueeze(0), lengths)  # (1, T', V)
         frame_seconds = self.features.config.frame_seconds * SUBSAMPLING
-        hyp = greedy_decode(log_probs, out_lengths, self.tokenizer, frame_seconds)[0]
+        hyp = self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds)[0]
         duration = len(wave) / SAMPLE_RATE
         segments = [Segment(hyp.words[0].start, hyp.words[-1].end, hyp.text)] if hyp.words else []
         return Transcript(hyp.text, round(duration, 3), segments, hyp.words)

@@ -220,3 +220,13 @@ def test_prepare_writes_beside_the_corpus_by_default_and_reports_unwritable_out(
     proc = run("prepare", "librispeech", "--root", root, "--out", blocked / "sub")
     assert proc.returncode == 1
     assert_one_line_errors(proc, "cannot create this folder")
+
+
+def test_beam_decoder_from_the_command_line(workdir, tmp_path):
+    proc = run("transcribe", workdir / "u0.wav", "--model", workdir / "tiny.pt", "--decoder", "beam",
+               "--beam-size", "4")
+    assert proc.returncode == 0, proc.stderr
+    proc = run("evaluate", "--manifest", workdir / "m.jsonl", "--model", workdir / "tiny.pt", "--output", tmp_path,
+               "--decoder", "beam")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["decoder"] == "beam"

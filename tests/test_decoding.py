@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from asr.decoding import greedy_decode
@@ -49,3 +50,53 @@ def test_bpe_word_boundaries():
     hyp = greedy_decode(_emissions(path, tok.vocab_size), torch.tensor([len(path)]), tok)[0]
     assert hyp.text == "three five"
     assert [w.word for w in hyp.words] == ["three", "five"]
+
+
+def test_beam_of_one_equals_greedy_on_a_real_model_output():
+    import asr
+    from asr.audio import load_audio
+    from asr.decoding import beam_decode
+    from asr.transcribe import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("bundled model not present")
+    t = asr.load_model()
+    from pathlib import Path
+
+    wave = load_audio(Path(__file__).resolve().parents[1] / "examples" / "an4-dev-example.wav")
+    feats = t.features(wave).unsqueeze(0)
+    with torch.no_grad():
+        lp, lengths = t.model(feats, torch.tensor([feats.shape[1]]))
+    greedy = greedy_decode(lp, lengths, t.tokenizer)[0]
+    beam1 = beam_decode(lp, lengths, t.tokenizer, beam_size=1)[0]
+    assert beam1.text == greedy.text and beam1.tokens == greedy.tokens and beam1.frames == greedy.frames
+    assert [(w.word, w.start, w.end) for w in beam1.words] == [(w.word, w.start, w.end) for w in greedy.words]
+    assert beam_decode(lp, lengths, t.tokenizer, beam_size=20)[0].text == "p i t t s b u r g h"
+
+
+def test_beam_finds_what_greedy_misses():
+    # Two frames where "a" is spread over two paths: best path says blank-blank, but the summed
+    # probability of emitting "a" is higher; prefix beam search sums paths, greedy does not.
+    tok = CharTokenizer()
+    a = tok.encode("a")[0]
+    p = torch.full((1, 2, tok.vocab_size), 1e-6)
+    p[0, :, 0], p[0, :, a] = 0.6, 0.4
+    lp = (p / p.sum(-1, keepdim=True)).log()
+    from asr.decoding import beam_decode
+
+    assert greedy_decode(lp, torch.tensor([2]), tok)[0].text == ""
+    assert beam_decode(lp, torch.tensor([2]), tok, beam_size=10)[0].text == "a"
+
+
+def test_beam_with_bpe_and_a_batch():
+    from asr.decoding import beam_decode
+
+    tok = BPETokenizer.train(["one two three four five six seven eight nine ten"] * 50, vocab_size=40)
+    ids = tok.encode("three five")
+    path = [0]
+    for i in ids:
+        path += [i, 0]
+    lp = torch.cat([_emissions(path, tok.vocab_size), _emissions(path, tok.vocab_size)])
+    hyps = beam_decode(lp, torch.tensor([len(path), 1]), tok, beam_size=8)
+    assert hyps[0].text == "three five" and [w.word for w in hyps[0].words] == ["three", "five"]
+    assert hyps[1].text == ""

@@ -5,6 +5,7 @@ Dimensions: N samples, T frames (10 ms each), F mel bins.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +16,11 @@ import torch
 from asr.errors import InputError
 
 SAMPLE_RATE = 16_000
+# What a folder search counts as audio: libsndfile's formats, and those the librosa fallback decodes.
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aiff", ".aif",
+                    ".au", ".m4a", ".webm", ".wma", ".aac"}
+
+log = logging.getLogger(__name__)
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -60,6 +66,11 @@ def _read_any(path: Path) -> tuple[np.ndarray, int]:
             reason = str(sf_error).splitlines()[0] if str(sf_error) else type(sf_error).__name__
             reason = reason.replace(f"Error opening {str(path)!r}: ", "")  # the path is named once already
             raise InputError(f"{path}: cannot read audio ({reason})") from None
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Every file under `folder` (recursively) with an audio extension, in path order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -224,10 +235,8 @@ class NoiseMixer:
                 pass
             unusable.append(str(f))
         if unusable:
-            import logging
-
-            logging.getLogger(__name__).warning("%d noise files cannot be read and are not used: %s",
-                                                len(unusable), ", ".join(unusable[:5]))
+            log.warning("%d noise files cannot be read and are not used: %s", len(unusable),
+                        ", ".join(unusable[:5]))
         if not self.files:
             raise InputError(f"no readable noise files among {len(files)} given")
 

@@ -17,7 +17,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from asr.audio import audio_duration
+from asr.audio import AUDIO_EXTENSIONS, audio_duration, audio_files
 from asr.data import Utterance
 from asr.errors import InputError
 
@@ -199,16 +199,13 @@ def scan_folder(root: str | Path, speaker_from: str | None = None) -> tuple[list
     with an empty or non-UTF-8 transcript, or that cannot be read is skipped; each reason is logged
     once with its count and a few of the files.
     """
-    from asr.transcribe import AUDIO_EXTENSIONS
-
     if speaker_from not in (None, "dir"):
         raise ValueError(f"speaker_from must be None or 'dir', not {speaker_from!r}")
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: no such directory")
     base = root.resolve()
-    audio = sorted(p.relative_to(root) for p in root.rglob("*")
-                   if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    audio = [p.relative_to(root) for p in audio_files(root)]
     if not audio:
         raise InputError(f"{root}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in this folder or below")
     skipped: dict[str, list[str]] = {reason: [] for reason in _FOLDER_SKIPS}

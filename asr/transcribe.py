@@ -13,13 +13,11 @@ import numpy as np
 import torch
 
 from asr.atomic import atomic_write_text
-from asr.audio import SAMPLE_RATE, load_audio, resample
+from asr.audio import SAMPLE_RATE, audio_files, load_audio, resample
 from asr.decoding import Word, greedy_decode
 from asr.errors import InputError
 from asr.model import SUBSAMPLING, load_checkpoint
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aiff", ".aif",
-                    ".au", ".m4a", ".webm", ".wma", ".aac"}
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "an4-small.pt"
 
@@ -97,7 +95,7 @@ def find_audio(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
     problems: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+            files = audio_files(p)
             if not files:
                 problems.append(f"{p}: no audio files in this folder")
             found += [(f, f.relative_to(p).with_suffix("")) for f in files]

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 import torch
 
-from asr.decoding import greedy_decode
+from asr.decoding import beam_decode, greedy_decode
 from asr.text import BPETokenizer, CharTokenizer
 
 
@@ -41,12 +43,17 @@ def test_all_blank_gives_empty_text():
     assert hyp.text == "" and hyp.words == []
 
 
-def test_bpe_word_boundaries():
+def _bpe_path(text: str):
+    """A BPE tokenizer and a best path spelling `text`, each piece followed by a blank."""
     tok = BPETokenizer.train(["one two three four five six seven eight nine ten"] * 50, vocab_size=40)
-    ids = tok.encode("three five")
     path = [0]
-    for i in ids:
+    for i in tok.encode(text):
         path += [i, 0]
+    return tok, path
+
+
+def test_bpe_word_boundaries():
+    tok, path = _bpe_path("three five")
     hyp = greedy_decode(_emissions(path, tok.vocab_size), torch.tensor([len(path)]), tok)[0]
     assert hyp.text == "three five"
     assert [w.word for w in hyp.words] == ["three", "five"]
@@ -55,14 +62,11 @@ def test_bpe_word_boundaries():
 def test_beam_of_one_equals_greedy_on_a_real_model_output():
     import asr
     from asr.audio import load_audio
-    from asr.decoding import beam_decode
     from asr.transcribe import DEFAULT_MODEL
 
     if not DEFAULT_MODEL.is_file():
         pytest.skip("bundled model not present")
     t = asr.load_model()
-    from pathlib import Path
-
     wave = load_audio(Path(__file__).resolve().parents[1] / "examples" / "an4-dev-example.wav")
     feats = t.features(wave).unsqueeze(0)
     with torch.no_grad():
@@ -82,20 +86,12 @@ def test_beam_finds_what_greedy_misses():
     p = torch.full((1, 2, tok.vocab_size), 1e-6)
     p[0, :, 0], p[0, :, a] = 0.6, 0.4
     lp = (p / p.sum(-1, keepdim=True)).log()
-    from asr.decoding import beam_decode
-
     assert greedy_decode(lp, torch.tensor([2]), tok)[0].text == ""
     assert beam_decode(lp, torch.tensor([2]), tok, beam_size=10)[0].text == "a"
 
 
 def test_beam_with_bpe_and_a_batch():
-    from asr.decoding import beam_decode
-
-    tok = BPETokenizer.train(["one two three four five six seven eight nine ten"] * 50, vocab_size=40)
-    ids = tok.encode("three five")
-    path = [0]
-    for i in ids:
-        path += [i, 0]
+    tok, path = _bpe_path("three five")
     lp = torch.cat([_emissions(path, tok.vocab_size), _emissions(path, tok.vocab_size)])
     hyps = beam_decode(lp, torch.tensor([len(path), 1]), tok, beam_size=8)
     assert hyps[0].text == "three five" and [w.word for w in hyps[0].words] == ["three", "five"]

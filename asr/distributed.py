@@ -6,11 +6,13 @@ One process per device. `torchrun` sets RANK, LOCAL_RANK and WORLD_SIZE; without
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,18 @@ def all_true(flag: bool, world: World) -> bool:
     t = torch.tensor([1 if flag else 0], device=world.device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
+
+
+def gradient_sync(net: torch.nn.Module, sync: bool):
+    """Context for one micro-batch's forward and backward: unless `sync`, DDP leaves out its gradient
+    all-reduce and the gradients only add up on each rank (`DistributedDataParallel.no_sync`).
+
+    DDP decides in the forward pass whether the backward reduces, so the forward must run inside. A
+    later synchronised backward averages the whole accumulated `.grad`, not only its own part.
+    """
+    if sync or not isinstance(net, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return net.no_sync()
 
 
 def sum_over_ranks(values: list[float], world: World) -> list[float]:

@@ -31,6 +31,7 @@ from asr.monitor import progress as progress_bar
 from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
+EPOCH_SUMS = ("epoch_loss", "epoch_batches", "epoch_audio")  # in the checkpoint's progress, over all ranks
 
 
 @dataclass
@@ -139,7 +140,12 @@ def train(cfg: TrainConfig) -> dict:
     else:
         logger.setLevel(logging.WARNING)
     try:
-        return _train(cfg, out, world)
+        summary = _train(cfg, out, world)
+        # Ranks leave together, which also gives gloo's worker threads time to free the last collective's tensors
+        # while Python is still alive: a rank that exited first sometimes aborted in interpreter shutdown instead
+        # ("terminate called without an active exception"), after a finished run.
+        distributed.barrier(world)
+        return summary
     finally:
         if handler:
             logger.removeHandler(handler)
@@ -219,6 +225,8 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
         progress.update(ts["progress"])
+        if not world.is_main:  # the epoch's sums so far are all ranks' together: rank 0 carries them on
+            progress.update({k: 0 for k in EPOCH_SUMS})
         torch.set_rng_state(ts["torch_rng"])
         if world.is_main:
             _drop_metrics_after(out / "metrics.jsonl", completed_epochs=progress["epoch"])
@@ -233,10 +241,11 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if resume_state and resume_state["train_state"].get("scaler"):
         scaler.load_state_dict(resume_state["train_state"]["scaler"])
 
-    def save_last(metadata: dict) -> None:
+    def save_last(metadata: dict, epoch_totals: dict | None = None) -> None:
+        # Mid-epoch, `epoch_totals` holds the epoch's sums so far over all ranks: a resumed run goes on from them.
         train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "scaler": scaler.state_dict(),
-                       "progress": dict(progress), "torch_rng": torch.get_rng_state()}
+                       "progress": {**progress, **(epoch_totals or {})}, "torch_rng": torch.get_rng_state()}
         save_checkpoint(out / "last.pt", model, tokenizer, features, metadata, train_state)
 
     metrics = MetricsLog(out) if world.is_main else None  # it flushes every record: a kill loses none
@@ -254,28 +263,36 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
             bar.update(1)
             progress["batch"] += 1
             skipped_audio.update(batch.skipped)
-            loss = None
-            if batch.ids:
+            ends_group = progress["batch"] % cfg.accumulate == 0 or progress["batch"] == len(sampler)
+            # All ranks skip a batch that is empty on any of them (its files unreadable), before the forward: a
+            # rank that skipped a forward or backward the others ran would leave them waiting in DDP's collectives.
+            if not distributed.all_true(bool(batch.ids), world):
+                continue
+            # Under DDP only a group's last micro-batch all-reduces, and its backward averages the whole accumulated
+            # gradient. The optimizer steps only after that micro-batch, and only when it was not skipped, so always
+            # on gradients in sync; a skipped one (skipped on all ranks alike) carries the group's gradient over into
+            # the next group, whose last micro-batch syncs it. (A skipped forward that ran in sync leaves DDP set to
+            # all-reduce the next backward, no_sync or not: harmless, as averaging sums of gradients is linear.)
+            with distributed.gradient_sync(net, ends_group):
                 with autocast():
                     log_probs, out_lengths = net(batch.feats.to(device), batch.lengths.to(device))
                 loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device), batch.target_lengths.to(device))
-            if not distributed.all_true(loss is not None and bool(torch.isfinite(loss)), world):
-                if loss is None or torch.isfinite(loss):
-                    continue  # nothing readable here, or another rank's batch failed
-                bad_in_a_row += 1
-                log.warning("step %d: non-finite loss, batch skipped (ids: %s)", progress["step"],
-                            ", ".join(batch.ids[:8]))
-                if bad_in_a_row >= cfg.max_bad_batches:
-                    raise InputError(f"training stopped: {bad_in_a_row} non-finite losses in a row "
-                                     "(lower --lr, or check the data of the batches named above)")
-                optimizer.zero_grad(set_to_none=True)  # also drops what this accumulation had gathered
-                continue
-            bad_in_a_row = 0
-            scaler.scale(loss / cfg.accumulate).backward()
+                if not distributed.all_true(bool(torch.isfinite(loss)), world):
+                    bad_in_a_row += 1
+                    if not torch.isfinite(loss):
+                        log.warning("step %d: non-finite loss, batch skipped (ids: %s)", progress["step"],
+                                    ", ".join(batch.ids[:8]))
+                    if bad_in_a_row >= cfg.max_bad_batches:
+                        raise InputError(f"training stopped: {bad_in_a_row} non-finite losses in a row "
+                                         "(lower --lr, or check the data of the batches named above)")
+                    optimizer.zero_grad(set_to_none=True)  # also drops what this accumulation had gathered
+                    continue
+                bad_in_a_row = 0
+                scaler.scale(loss / cfg.accumulate).backward()
             progress["epoch_loss"] += loss.item()
             progress["epoch_batches"] += 1
             progress["epoch_audio"] += float(batch.lengths.sum()) * features.config.frame_seconds
-            if progress["batch"] % cfg.accumulate and progress["batch"] < len(sampler):
+            if not ends_group:
                 continue  # gather more gradient before the optimizer step
             scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -289,20 +306,22 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
             if progress["step"] % cfg.log_every == 0:
                 log.info("epoch %d step %d loss %.3f grad-norm %.2f lr %.2e", epoch + 1, progress["step"],
                          loss.item(), grad_norm, scheduler.get_last_lr()[0])
-            if (world.is_main and cfg.save_every and progress["step"] % cfg.save_every == 0
-                    and progress["batch"] < len(sampler)):
-                t0 = clock(t0)
-                metadata = _metadata(cfg, progress["step"], epoch, {}, progress["elapsed"])
-                save_last(metadata)
-                _save_step_checkpoint(out, progress["step"], cfg.keep_last, model, tokenizer, features, metadata)
+            if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["batch"] < len(sampler):
+                totals = _epoch_totals(progress, world)  # a collective: every rank takes part
+                if world.is_main:
+                    t0 = clock(t0)
+                    metadata = _metadata(cfg, progress["step"], epoch, {}, progress["elapsed"])
+                    save_last(metadata, totals)
+                    _save_step_checkpoint(out, progress["step"], cfg.keep_last, model, tokenizer, features,
+                                          metadata)
         bar.close()
         clock(t0)
         train_seconds = progress["epoch_seconds"]
-        loss_sum, batches, audio = distributed.sum_over_ranks(
-            [progress["epoch_loss"], progress["epoch_batches"], progress["epoch_audio"]], world)
-        record = {"epoch": epoch + 1, "step": progress["step"], "train_loss": loss_sum / max(1, batches),
+        totals = _epoch_totals(progress, world)
+        record = {"epoch": epoch + 1, "step": progress["step"],
+                  "train_loss": totals["epoch_loss"] / max(1, totals["epoch_batches"]),
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 1),
-                  "audio_seconds_per_second": round(audio / max(train_seconds, 1e-9), 1)}
+                  "audio_seconds_per_second": round(totals["epoch_audio"] / max(train_seconds, 1e-9), 1)}
         if world.is_main:  # rank 0 validates and writes; the others go on to the next epoch
             if dev_utts:
                 record.update(_validate(model, features, tokenizer, dev_utts, cfg, device))
@@ -334,6 +353,12 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                "train_seconds": round(progress["elapsed"], 1), "out": str(out)}
     log.info("done: %s", json.dumps(summary))
     return summary
+
+
+def _epoch_totals(progress: dict, world: distributed.World) -> dict:
+    """The epoch's running sums (what its record averages) added up over all ranks; every rank must call it."""
+    loss, batches, audio = distributed.sum_over_ranks([progress[k] for k in EPOCH_SUMS], world)
+    return {"epoch_loss": loss, "epoch_batches": round(batches), "epoch_audio": audio}
 
 
 def _precision(name: str, device: torch.device):

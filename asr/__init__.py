@@ -8,8 +8,12 @@ Modules follow the pipeline: ``audio`` (loading, features), ``text`` (normalisat
 __version__ = "0.1.0"
 
 
-def load_model(path=None, device: str = "cpu"):
-    """Load a checkpoint (default: the bundled model) as a Transcriber with a `transcribe(audio)` method."""
+def load_model(path=None, device: str = "cpu", **decoder):
+    """Load a checkpoint (default: the bundled model) as a Transcriber with a `transcribe(audio)` method.
+
+    Keyword arguments choose the decoder over the one the checkpoint stores, e.g.
+    ``load_model("m.pt", decoder="beam", lm="lm.arpa", lm_weight=0.8)`` (see `asr.decoding.SETTINGS`).
+    """
     from asr.transcribe import Transcriber
 
-    return Transcriber.load(path, device)
+    return Transcriber.load(path, device, decoder=decoder)

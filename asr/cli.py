@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_average(sub)
     _add_evaluate(sub)
+    _add_lm(sub)
     _add_transcribe(sub)
     return parser
 
@@ -329,65 +330,295 @@ def _average(args) -> int:
     return 0
 
 
+# --- decoder options (evaluate, transcribe) -------------------------------------------------------
+
+
+def _add_decoder_options(p, nbest: bool = False) -> None:
+    g = p.add_argument_group("decoding", "Defaults come from the model when `asr lm tune --save` stored settings "
+                                         "in it, else greedy decoding.")
+    g.add_argument("--decoder", choices=["greedy", "beam"],
+                   help="greedy (best path) or beam (CTC prefix beam search); beam when --lm or --lexicon is given")
+    g.add_argument("--beam-size", type=int, metavar="N", help="hypotheses kept by beam search (default 50)")
+    g.add_argument("--beam-threshold", type=float, metavar="F",
+                   help="drop hypotheses scoring this far below the best (default 25)")
+    g.add_argument("--lm", metavar="FILE",
+                   help="KenLM n-gram model over words (.arpa, .arpa.gz or KenLM binary), e.g. from `asr lm build`")
+    g.add_argument("--lexicon", metavar="FILE",
+                   help="lines 'word tok tok ...' of the words beam search may output (default with --lm: the "
+                        "LM's words spelled with the model's tokens; '|' stands for the space token)")
+    g.add_argument("--lexicon-free", action="store_true", default=None,
+                   help="no lexicon: any token sequence; an --lm is then over tokens (`asr lm build --tokens`)")
+    g.add_argument("--lm-weight", type=float, metavar="F", help="weight of the LM score (default 1.0)")
+    g.add_argument("--word-score", type=float, metavar="F", help="score added per word (default 0)")
+    g.add_argument("--hotword", action="append", metavar="WORD[:BOOST]", dest="hotwords",
+                   help="raise this word's score by BOOST (default 5) in beam search over words (--lm or "
+                        "--lexicon); the word joins the lexicon if it is not there. Repeatable")
+    if nbest:
+        g.add_argument("--nbest", type=int, metavar="N",
+                       help="with beam search, also keep the N-1 next best transcripts (json: alternatives)")
+
+
+def _decoder_overrides(args) -> dict:
+    """The decoder flags given on the command line, as `asr.decoding.decoder_from_settings` keys."""
+    keys = ("decoder", "beam_size", "beam_threshold", "lm", "lexicon", "lexicon_free", "lm_weight", "word_score",
+            "nbest")
+    overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if args.hotwords:
+        overrides["hotwords"] = [_hotword(h) for h in args.hotwords]
+    for key in ("beam_size", "nbest"):
+        if overrides.get(key, 1) < 1:
+            raise InputError(f"--{key.replace('_', '-')} must be at least 1")
+    return overrides
+
+
+def _hotword(spec: str) -> tuple[str, float]:
+    word, sep, boost = spec.rpartition(":") if ":" in spec else (spec, "", "5")
+    try:
+        value = float(boost)
+    except ValueError:
+        raise InputError(f"--hotword {spec}: BOOST must be a number, as in WORD:5") from None
+    if not word.strip() or len(word.split()) != 1:
+        raise InputError(f"--hotword {spec}: give one word, as in WORD or WORD:5")
+    return word.strip(), value
+
+
 # --- evaluate -------------------------------------------------------------------------------------
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="WER/CER of a model on a manifest",
-                       description="Decode a manifest and score it: prints WER and CER, writes "
-                                   "OUTPUT/summary.json and OUTPUT/utterances.jsonl.")
-    p.add_argument("--manifest", required=True, help="JSONL manifest with reference transcripts")
+    p = sub.add_parser("evaluate", help="WER/CER of a model on a manifest, or compare two results",
+                       usage="asr evaluate --manifest MANIFEST --output DIR [options]\n"
+                             "       asr evaluate --compare A B",
+                       description="Decode a manifest and score it: prints WER, CER, sentence error rate, a "
+                                   "bootstrap 95 % confidence interval of the WER, the worst utterances and the "
+                                   "WER by speaker and duration; writes OUTPUT/summary.json and "
+                                   "OUTPUT/utterances.jsonl (with word alignments). --compare A B instead tells "
+                                   "whether two earlier results differ significantly (paired bootstrap).")
+    p.add_argument("--manifest", help="JSONL manifest with reference transcripts")
     p.add_argument("--model", help="checkpoint (default: the bundled model)")
-    p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"],
-                   help="greedy (best path) or beam (prefix beam search, no LM yet)")
-    p.add_argument("--beam-size", type=int, default=50, help="hypotheses kept by --decoder beam")
-    p.add_argument("--output", required=True, metavar="DIR", help="folder for summary.json and utterances.jsonl")
+    _add_decoder_options(p)
+    p.add_argument("--output", metavar="DIR", help="folder for summary.json and utterances.jsonl")
     p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_evaluate)
+    p.add_argument("--worst", type=int, default=10, metavar="N",
+                   help="worst utterances kept in summary.json (default 10; up to 5 are printed)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="compare two `asr evaluate` output folders on the utterances they share; decodes nothing")
+    p.set_defaults(func=_evaluate, parser=p)
 
 
 def _evaluate(args) -> int:
-    from asr.decoding import make_decoder
-    from asr.evaluate import evaluate
+    from asr.evaluate import compare_results, comparison_lines, evaluate, report_lines
     from asr.train import load_utterances
     from asr.transcribe import Transcriber
 
+    if args.compare:
+        if args.manifest or args.output or args.model:
+            args.parser.error("--compare A B compares two earlier results: it takes no --manifest, --output or --model")
+        print("\n".join(comparison_lines(compare_results(*args.compare))))
+        return 0
+    missing = [name for name, value in (("--manifest", args.manifest), ("--output", args.output)) if not value]
+    if missing:
+        args.parser.error(f"the following arguments are required: {', '.join(missing)} (or --compare A B)")
+    if args.worst < 0:
+        args.parser.error("--worst must be 0 or more")
     utts = load_utterances([args.manifest], "evaluation")
-    t = Transcriber.load(args.model, args.device, make_decoder(args.decoder, args.beam_size))
+    t = Transcriber.load(args.model, args.device, decoder=_decoder_overrides(args))
     s = evaluate(t.model, t.features, t.tokenizer, utts, args.output, args.device, decode=t.decode,
-                 extra={"model": str(args.model or "bundled"), "manifest": args.manifest, "decoder": args.decoder})
+                 extra={"model": str(args.model or "bundled"), "manifest": args.manifest,
+                        "decoder": t.decoder_settings},
+                 worst=args.worst)
     for problem in s["skipped"]:
         print(f"error: {problem}", file=sys.stderr)
     print(f"WER {100 * s['wer']:.2f} % ({s['substitutions']} sub, {s['deletions']} del, {s['insertions']} ins "
           f"/ {s['ref_words']} words)  CER {100 * s['cer']:.2f} %  on {s['utterances']} utterances, "
           f"{s['audio_seconds'] / 60:.1f} min, RTF {s['real_time_factor']:.3f}")
+    print("\n".join(report_lines(s, worst=min(5, args.worst))))
     print(f"wrote {Path(args.output) / 'summary.json'} and {Path(args.output) / 'utterances.jsonl'}")
     return 1 if s["skipped"] else 0
+
+
+# --- lm -------------------------------------------------------------------------------------------
+
+
+def _add_lm(sub) -> None:
+    p = sub.add_parser("lm", help="build and tune n-gram language models for beam search",
+                       description="Language models for --decoder beam: build an ARPA n-gram model from text, "
+                                   "then tune its weight on a dev set.")
+    cmds = p.add_subparsers(dest="lm_command", required=True, metavar="COMMAND")
+    b = cmds.add_parser("build", help="estimate a modified Kneser-Ney n-gram model, written as ARPA",
+                        description="Estimate an interpolated modified Kneser-Ney n-gram model from text (one "
+                                    "sentence per line, normalised like transcripts) and/or the transcripts of "
+                                    "manifests, and write it as ARPA (gzipped when OUT ends in .gz). For corpora "
+                                    "of more than ~100 M words use KenLM's lmplz.")
+    b.add_argument("--text", nargs="+", default=[], metavar="FILE", help="text files, one sentence per line (.gz ok)")
+    b.add_argument("--manifest", nargs="+", default=[], metavar="MANIFEST", help="take the transcripts of these")
+    b.add_argument("--order", type=int, default=3, help="n-gram order, 2 or more (default 3)")
+    b.add_argument("--tokens", metavar="CHECKPOINT",
+                   help="model over this model's tokens instead of words, for --lexicon-free decoding")
+    b.add_argument("--out", required=True, help="ARPA file to write (.arpa or .arpa.gz)")
+    b.set_defaults(func=_lm_build)
+    t = cmds.add_parser("tune", help="find the LM weight and word score with the lowest dev WER",
+                        description="Run the model once over the manifest, then beam-search it for every pair of "
+                                    "--lm-weights x --word-scores and report the WER of each. With --save, write "
+                                    "a copy of the model that uses the best pair (and this LM) by default.")
+    t.add_argument("--model", help="checkpoint (default: the bundled model)")
+    t.add_argument("--manifest", required=True, help="dev manifest with reference transcripts")
+    t.add_argument("--lm", required=True, metavar="FILE", help="KenLM model (.arpa, .arpa.gz or binary)")
+    t.add_argument("--lexicon", metavar="FILE", help="lexicon (default: the LM's words spelled by the model)")
+    t.add_argument("--lexicon-free", action="store_true", help="the LM is over tokens (`asr lm build --tokens`)")
+    t.add_argument("--lm-weights", default="0:2:0.25", metavar="GRID",
+                   help="LM weights to try: 'a,b,c' or START:STOP:STEP (default 0:2:0.25)")
+    t.add_argument("--word-scores", default="-1:3:0.5", metavar="GRID",
+                   help="word scores to try (default -1:3:0.5; write --word-scores=-2:2:1 when the first is negative)")
+    t.add_argument("--beam-size", type=int, default=50, help="beam size while tuning and stored (default 50)")
+    t.add_argument("--beam-threshold", type=float, default=25.0, help="beam threshold (default 25)")
+    t.add_argument("--save", metavar="CHECKPOINT", help="write the model with the best settings here (may be --model)")
+    t.add_argument("--device", default="cpu")
+    t.set_defaults(func=_lm_tune)
+
+
+def _text_lines(paths: list[str]):
+    import gzip
+
+    for path in paths:
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as f:
+                yield from f
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: not a readable UTF-8 text file ({e})") from None
+
+
+def _lm_build(args) -> int:
+    from asr.lm import build_arpa
+
+    if not args.text and not args.manifest:
+        raise InputError("lm build: give --text and/or --manifest")
+    if args.order < 2:
+        raise InputError(f"lm build: --order {args.order}: KenLM, which beam search uses, needs 2 or more")
+    lines = _text_lines(args.text)
+    if args.manifest:
+        from itertools import chain
+
+        from asr.train import load_utterances
+
+        lines = chain(lines, (u.text for u in load_utterances(args.manifest, "LM text")))
+    if args.tokens:
+        from asr.decoding import token_name
+        from asr.model import read_checkpoint
+        from asr.text import tokenizer_from_dict
+
+        tokenizer = tokenizer_from_dict(read_checkpoint(args.tokens)["tokenizer"])
+        lines = (" ".join(token_name(tokenizer.tokens[i]) for i in tokenizer.encode(line)) for line in lines)
+    try:
+        stats = build_arpa(lines, args.order, args.out)
+    except ValueError as e:
+        raise InputError(f"lm build: {e}") from None
+    sizes = ", ".join(f"{n} {k + 1}-grams" for k, n in enumerate(stats.ngrams))
+    print(f"wrote {args.out}: {sizes}; {stats.words} words in {stats.sentences} sentences, "
+          f"vocabulary {stats.vocab_size}")
+    return 0
+
+
+def _lm_tune(args) -> int:
+    from asr.decoding import BeamOptions
+    from asr.train import load_utterances
+    from asr.transcribe import Transcriber
+    from asr.tuning import best_row, compute_emissions, grid, save_settings, tune
+
+    try:
+        weights, scores = grid(args.lm_weights), grid(args.word_scores)
+    except ValueError as e:
+        raise InputError(f"lm tune: {e}") from None
+    for path, what in ((args.lm, "language model"), (args.lexicon, "lexicon")):
+        if path and not Path(path).is_file():
+            raise InputError(f"{path}: {what} file not found")
+    utts = load_utterances([args.manifest], "tuning")
+    t = Transcriber.load(args.model, args.device, decode=lambda *a: None)
+    emissions, problems = compute_emissions(t.model, t.features, t.tokenizer, utts, args.device)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not emissions:
+        raise InputError(f"{args.manifest}: no utterance could be read")
+    base = BeamOptions(beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm,
+                       lexicon=args.lexicon, lexicon_free=args.lexicon_free)
+    print(f"{len(emissions)} utterances; {len(weights) * len(scores)} settings of LM weight x word score")
+    print(f"{'lm_weight':>9} {'word_score':>10} {'WER %':>7} {'CER %':>7}")
+
+    def show(row):
+        print(f"{row['lm_weight']:>9g} {row['word_score']:>10g} {100 * row['wer']:>7.2f} {100 * row['cer']:>7.2f}",
+              flush=True)
+
+    rows = tune(emissions, t.tokenizer, base, weights, scores, on_result=show)
+    best = best_row(rows)
+    print(f"best: --lm-weight {best['lm_weight']:g} --word-score {best['word_score']:g}: "
+          f"WER {100 * best['wer']:.2f} %, CER {100 * best['cer']:.2f} % on {args.manifest}")
+    if args.save:
+        from dataclasses import replace
+
+        tuned = {"manifest": args.manifest, "utterances": len(emissions), "wer": best["wer"], "cer": best["cer"]}
+        options = replace(base, lm_weight=best["lm_weight"], word_score=best["word_score"])
+        save_settings(args.model or _bundled_model(), args.save, options, tuned)
+        print(f"wrote {args.save}: transcription and evaluation with it use these settings unless told otherwise")
+    return 1 if problems else 0
+
+
+def _bundled_model():
+    from asr.transcribe import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
 
 
 # --- transcribe -----------------------------------------------------------------------------------
 
 
 def _add_transcribe(sub) -> None:
-    p = sub.add_parser("transcribe", help="transcribe audio files or folders",
-                       description="Transcribe audio files (wav, flac, ogg, sph, mp3, ...) and folders "
-                                   "(searched recursively). Without --output-dir the text goes to standard "
-                                   "output. Unreadable files are reported, skipped and listed at the end.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
+    p = sub.add_parser("transcribe", help="transcribe audio files, folders, globs or standard input",
+                       description="Transcribe audio files (wav, flac, ogg, sph, mp3, ...), folders (searched "
+                                   "recursively), glob patterns ('talks/**/*.flac', quoted) and '-' (standard "
+                                   "input). Long recordings are read in blocks and cut at pauses, so memory stays "
+                                   "bounded whatever the length. Without --output-dir the text goes to standard "
+                                   "output. Unreadable files are reported, skipped and listed at the end; the exit "
+                                   "code is 1 if any failed.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, glob patterns, or - for stdin")
     p.add_argument("--model", help="checkpoint (default: the bundled model)")
-    p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"],
-                   help="greedy (best path) or beam (prefix beam search, no LM yet)")
-    p.add_argument("--beam-size", type=int, default=50, help="hypotheses kept by --decoder beam")
-    p.add_argument("--format", default="txt",
-                   help="comma-separated output formats from txt, json, srt, vtt, tsv, or 'all' (default txt)")
-    p.add_argument("--output-dir", metavar="DIR",
-                   help="write <name>.<format> files here, mirroring the tree of folder inputs")
-    p.add_argument("--device", default="cpu")
+    _add_decoder_options(p, nbest=True)
+    out = p.add_argument_group("output")
+    out.add_argument("--format", default="txt",
+                     help="comma-separated output formats from txt, json, srt, vtt, tsv, or 'all' (default txt)")
+    out.add_argument("--output-dir", metavar="DIR",
+                     help="write <name>.<format> files here, mirroring the tree of folder and glob inputs")
+    out.add_argument("--skip-existing", action="store_true",
+                     help="skip inputs whose every requested output file already exists (resume a batch job)")
+    out.add_argument("--max-line-chars", type=int, default=42, metavar="N",
+                     help="srt/vtt: characters per subtitle line (default 42)")
+    out.add_argument("--max-lines", type=int, default=2, metavar="N", help="srt/vtt: lines per cue (default 2)")
+    out.add_argument("--max-cue-seconds", type=float, default=7.0, metavar="S",
+                     help="srt/vtt: longest cue (default 7)")
+    out.add_argument("--pause-seconds", type=float, default=0.6, metavar="S",
+                     help="srt/vtt: a longer pause between words starts a new cue (default 0.6)")
+    run = p.add_argument_group("running")
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    run.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: torch's choice)")
+    run.add_argument("--batch-size", type=int, default=8, metavar="N",
+                     help="segments of a recording run through the model together (default 8)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
+    seg = p.add_argument_group("long recordings", "Audio is cut into segments at pauses and decoded segment by "
+                                                  "segment; word times stay relative to the file's start.")
+    seg.add_argument("--max-segment-seconds", type=float, default=30.0, metavar="S",
+                     help="longest segment; where no pause comes, cut here with 2 s of overlap (default 30)")
+    seg.add_argument("--min-segment-seconds", type=float, default=1.0, metavar="S",
+                     help="no cut before a segment is this long (default 1)")
+    seg.add_argument("--split-pause", type=float, default=0.5, metavar="S",
+                     help="end a segment at the first pause this long (default 0.5, suiting models trained on "
+                          "single utterances); 0: cut only near --max-segment-seconds, at the best pause")
     p.set_defaults(func=_transcribe)
 
 
 def _parse_formats(spec: str) -> list[str]:
-    from asr.transcribe import FORMATS
+    from asr.outputs import FORMATS
 
     formats = list(FORMATS) if spec == "all" else [f.strip() for f in spec.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
@@ -398,36 +629,86 @@ def _parse_formats(spec: str) -> list[str]:
 
 
 def _transcribe(args) -> int:
-    from asr.decoding import make_decoder
-    from asr.transcribe import Transcriber, drop_output_collisions, find_audio, write_outputs
+    import contextlib
+    import tempfile
+    import time
+
+    from asr.outputs import SubtitleOptions, write_outputs
+    from asr.transcribe import Transcriber, drop_output_collisions, find_audio, stdin_to_file
 
     formats = _parse_formats(args.format)
+    subtitle = SubtitleOptions(max_line_chars=args.max_line_chars, max_lines=args.max_lines,
+                               max_cue_seconds=args.max_cue_seconds, pause_seconds=args.pause_seconds)
     if args.output_dir is None and formats != ["txt"]:
         raise InputError(f"--format {args.format} writes files: add --output-dir DIR")
-    files, failures = find_audio(args.paths)
-    if args.output_dir is not None:
-        files, collisions = drop_output_collisions(files)
-        failures += collisions
-    total = len(files) + len(failures)
-    for problem in failures:
-        print(f"error: {problem}", file=sys.stderr)
-    decode = make_decoder(args.decoder, args.beam_size)
-    transcriber = Transcriber.load(args.model, args.device, decode) if files else None
-    for path, stem in files:
-        try:
-            result = transcriber.transcribe(path)
-        except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failures.append(str(e))
-            continue
-        if args.output_dir is None:
-            print(result.text if len(files) == 1 else f"{path}\t{result.text}", flush=True)
-        else:
-            write_outputs(result, Path(args.output_dir) / stem, formats)
+    if args.skip_existing and args.output_dir is None:
+        raise InputError("--skip-existing needs --output-dir")
+    for name in ("threads", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.min_segment_seconds <= args.max_segment_seconds:
+        raise InputError("need 0 < --min-segment-seconds <= --max-segment-seconds")
+    if args.split_pause and args.split_pause < 0.3:
+        raise InputError("--split-pause must be 0 (off) or at least 0.3 s, the shortest pause detected")
+    with contextlib.ExitStack() as stack:
+        paths, stdin = list(args.paths), None
+        if "-" in paths:
+            stdin = stdin_to_file(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="asr-"))))
+            paths = [str(stdin) if p == "-" else p for p in paths]
+        files, failures = find_audio(paths)
+        files = [(f, Path("stdin") if f == stdin else stem) for f, stem in files]
+        if args.output_dir is not None:
+            files, collisions = drop_output_collisions(files)
+            failures += collisions
+        total = len(files) + len(failures)
+        for problem in failures:
+            print(f"error: {problem}", file=sys.stderr)
+        if args.skip_existing:
+            out = Path(args.output_dir)
+            todo = [(f, stem) for f, stem in files
+                    if not all((out / stem).with_name(stem.name + "." + fmt).is_file() for fmt in formats)]
+            if len(todo) < len(files):
+                print(f"skipping {len(files) - len(todo)} inputs whose outputs exist", file=sys.stderr)
+            files = todo
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        transcriber = Transcriber.load(args.model, args.device, decoder=_decoder_overrides(args)) if files else None
+        bar = _files_progress(len(files), args.no_progress)
+        audio_seconds, start = 0.0, time.perf_counter()
+        for path, stem in files:
+            try:
+                result = transcriber.transcribe(path, batch_size=args.batch_size,
+                                                max_segment_seconds=args.max_segment_seconds,
+                                                min_segment_seconds=args.min_segment_seconds,
+                                                split_pause_seconds=args.split_pause or None)
+            except InputError as e:
+                bar.write(f"error: {e}", file=sys.stderr)
+                failures.append(str(e))
+                bar.update()
+                continue
+            audio_seconds += result.duration
+            rtf = (time.perf_counter() - start) / max(audio_seconds, 1e-9)
+            bar.set_postfix({"audio": f"{audio_seconds / 3600:.2f} h", "RTF": f"{rtf:.3f}"}, refresh=False)
+            bar.update()
+            if args.output_dir is None:
+                name = "-" if path == stdin else path
+                bar.write(result.text if len(files) == 1 else f"{name}\t{result.text}", file=sys.stdout)
+                sys.stdout.flush()
+            else:
+                write_outputs(result, Path(args.output_dir) / stem, formats, subtitle)
+        bar.close()
     if failures:
-        print(f"{len(failures)} of {total} inputs failed:",
-              file=sys.stderr)
+        print(f"{len(failures)} of {total} inputs failed:", file=sys.stderr)
         for f in failures:
             print(f"  {f}", file=sys.stderr)
         return 1
     return 0
+
+
+def _files_progress(total: int, off: bool):
+    """A bar over files on standard error: shown on a terminal only, never in logs or pipes."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", disable=True if off else None, dynamic_ncols=True, leave=False)

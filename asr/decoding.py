@@ -1,18 +1,39 @@
-"""CTC decoding: (log-probs, lengths) -> hypotheses with text, tokens and word times.
+"""CTC decoding: (log-probs, lengths) -> hypotheses with text, tokens, word times and confidences.
 
 Dimensions: B batch, T output frames, V vocabulary (blank = 0).
 Every decoder is a plain function ``decode(log_probs, lengths, tokenizer, frame_seconds)`` returning
-one ``Hypothesis`` per utterance, so decoders are interchangeable.
+one ``Hypothesis`` per utterance, so decoders are interchangeable; `make_decoder` builds one from
+command-line settings (`BeamOptions`).
+
+Beam search is flashlight-text's, through torchaudio's ``ctc_decoder``: lexicon-free, or restricted
+to the words of a lexicon and scored with a KenLM n-gram model (ARPA, gzipped ARPA or KenLM binary).
+With a word LM and no lexicon file, the lexicon is the LM's vocabulary spelled with the model's
+tokenizer (`lexicon_from_words`).
+
+Word times come from the CTC alignment of the final token sequence: the best path itself for greedy,
+`torchaudio.functional.forced_align` for beam search. Each token occupies the run of frames where the
+path emits it; a word runs from the first frame of its first token to the end of its last token's
+run. Times use the model's output frame rate (feature hop x subsampling).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from dataclasses import dataclass, field
+import logging
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
+from asr.errors import InputError
 from asr.text import BLANK
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,69 +41,195 @@ class Word:
     word: str
     start: float  # seconds
     end: float
-    confidence: float  # mean posterior of the word's emitted tokens, 0..1
+    confidence: float  # mean posterior of the word's tokens over their aligned frames, 0..1
 
 
 @dataclass
 class Hypothesis:
     text: str
     tokens: list[int]
-    frames: list[int]  # output frame at which each token was emitted
+    frames: list[int]  # first output frame of each token on the alignment
     words: list[Word] = field(default_factory=list)
+    score: float | None = None  # beam search's total score (acoustic + weighted LM + word scores)
+    alternatives: list[tuple[str, float]] = field(default_factory=list)  # the rest of the n-best: (text, score)
+
+
+@dataclass(frozen=True)
+class BeamOptions:
+    """Settings of `beam_decode`. `lm` is a KenLM file (.arpa, .arpa.gz or binary) over words (with a
+    lexicon) or over the tokenizer's symbols (with ``lexicon_free``). `lexicon` is a file of
+    ``word token token ...`` lines; None with a word LM derives it from the LM's vocabulary."""
+
+    beam_size: int = 50
+    beam_threshold: float = 25.0
+    beam_size_token: int | None = None  # tokens tried per frame; None = all
+    lm: str | None = None
+    lexicon: str | None = None
+    lexicon_free: bool = False  # with an LM: the LM is over tokens, words are unconstrained
+    lm_weight: float = 1.0  # `asr lm tune` finds the right one for a model and LM
+    word_score: float = 0.0
+    unk_score: float = -math.inf  # lexicon decoding: score of a word outside the lexicon (-inf: never)
+    nbest: int = 1
+    hotwords: tuple[tuple[str, float], ...] = ()  # (word, boost added to its score); needs lm or lexicon
+
+    @property
+    def uses_lexicon(self) -> bool:
+        return not self.lexicon_free and (self.lexicon is not None or self.lm is not None)
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer,
                   frame_seconds: float = 0.04) -> list[Hypothesis]:
     """Best path: argmax per frame, merge repeats, drop blanks. Batched over B."""
-    best_logp, best = log_probs.detach().max(dim=-1)  # (B, T), (B, T)
-    b, t = best.shape
-    valid = torch.arange(t, device=best.device)[None, :] < lengths.to(best.device)[:, None]
-    prev = torch.nn.functional.pad(best, (1, 0), value=BLANK)[:, :-1]
-    emit = valid & (best != BLANK) & (best != prev)  # (B, T)
-    best, best_logp, emit = best.cpu(), best_logp.float().cpu(), emit.cpu()
-    hyps = []
-    for i in range(b):
-        frames = emit[i].nonzero().squeeze(1).tolist()
-        tokens = best[i, frames].tolist()
-        probs = best_logp[i, frames].exp().tolist()
-        hyps.append(_hypothesis(tokens, frames, probs, tokenizer, frame_seconds))
-    return hyps
+    best = log_probs.detach().argmax(dim=-1).cpu()  # (B, T)
+    lp = log_probs.detach().float().cpu()
+    return [_from_path(best[i, : int(n)], lp[i, : int(n)], tokenizer, frame_seconds)
+            for i, n in enumerate(lengths.tolist())]
 
 
 def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, frame_seconds: float = 0.04,
-                beam_size: int = 50, beam_threshold: float = 50.0) -> list[Hypothesis]:
-    """Lexicon-free CTC beam search (flashlight-text through torchaudio), without a language model.
+                beam_size: int = 50, beam_threshold: float = 25.0,
+                options: BeamOptions | None = None) -> list[Hypothesis]:
+    """CTC beam search (flashlight-text through torchaudio), with or without lexicon and LM.
 
     Hypotheses that reach the same prefix are merged by summing their probabilities (log_add), as
     CTC defines a label sequence's probability, rather than keeping the better of the two.
 
     The search returns tokens only; where each token is emitted comes from CTC forced alignment of
     that token sequence (the Viterbi path), so words get times and confidences exactly as on the
-    greedy path. With beam_size=1 the result equals `greedy_decode` (a test checks it).
+    greedy path. With beam_size=1 and no LM the result equals `greedy_decode` (a test checks it).
     """
-    decoder = _beam_decoder(tuple(tokenizer.tokens), beam_size, beam_threshold)
+    options = options or BeamOptions(beam_size=beam_size, beam_threshold=beam_threshold)
     emissions = log_probs.detach().float().cpu().contiguous()
-    results = decoder(emissions, lengths.detach().cpu().to(torch.int32))
-    sil = _silence_token(tokenizer.tokens)
     hyps = []
-    for i, nbest in enumerate(results):
-        tokens = [t for t in nbest[0].tokens.tolist() if t != BLANK] if nbest else []
-        while tokens and tokens[0] == sil:  # the search brackets every hypothesis with silence
-            tokens.pop(0)
-        while tokens and tokens[-1] == sil:
-            tokens.pop()
-        frames, probs = _align(emissions[i, : int(lengths[i])], tokens)
-        hyps.append(_hypothesis(tokens, frames, probs, tokenizer, frame_seconds))
+    for i, candidates in enumerate(beam_search(emissions, lengths, tokenizer, options)):
+        lp = emissions[i, : int(lengths[i])]
+        tokens, score = candidates[0] if candidates else ([], None)
+        if not _fits(tokens, lp.shape[0]):  # words the search put side by side, in frames too few for a separator
+            tokens = [t for t in tokens if tokenizer.tokens[t] != " "]
+        hyp = _from_path(_align(lp, tokens), lp, tokenizer, frame_seconds)
+        hyp.text, hyp.score = tokenizer.decode(candidates[0][0]) if candidates else "", score
+        hyp.alternatives = [(tokenizer.decode(t), s) for t, s in candidates[1:]]
+        hyps.append(hyp)
     return hyps
 
 
-def make_decoder(name: str = "greedy", beam_size: int = 50):
+def beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer,
+                options: BeamOptions) -> list[list[tuple[list[int], float]]]:
+    """The search alone: for each utterance, up to `options.nbest` (token ids, score), best first."""
+    decoder = _beam_decoder(tokenizer, options)
+    emissions = log_probs.detach().float().cpu()
+    lengths = lengths.detach().cpu().to(torch.int32)
+    sil = _silence_token(tokenizer.tokens)
+    if options.uses_lexicon and tokenizer.tokens[sil] == " ":  # see _with_separator
+        emissions = torch.nn.functional.pad(emissions, (0, 0, 0, 1))
+        emissions[torch.arange(len(lengths)), lengths.long()] = -1e4
+        emissions[torch.arange(len(lengths)), lengths.long(), sil] = 0.0
+        lengths = lengths + 1
+    results = decoder(emissions.contiguous(), lengths)
+    if not options.uses_lexicon:
+        return [[(_clean(r.tokens.tolist(), sil, tokenizer), float(r.score)) for r in nbest] for nbest in results]
+    # With a lexicon the words are the result: the search may put two words side by side without the
+    # separator token ("b" "b"), so the tokens are the words' spelling, separated as the model would.
+    return [[(_spell(" ".join(r.words), tokenizer), float(r.score)) for r in nbest] for nbest in results]
+
+
+def _spell(text: str, tokenizer) -> list[int]:
+    saved = tokenizer.unknown.copy()  # a lexicon word with symbols the tokenizer lacks is not transcript text
+    ids = tokenizer.encode(text)
+    tokenizer.unknown.clear()
+    tokenizer.unknown.update(saved)
+    return ids
+
+
+def make_decoder(name: str = "greedy", beam_size: int = 50, options: BeamOptions | None = None):
     """-> decode(log_probs, lengths, tokenizer, frame_seconds) for `--decoder greedy|beam`."""
     if name == "greedy":
         return greedy_decode
     if name == "beam":
-        return functools.partial(beam_decode, beam_size=beam_size)
+        options = replace(options or BeamOptions(), beam_size=beam_size)
+        return functools.partial(beam_decode, options=options)
     raise ValueError(f"unknown decoder {name!r}: greedy or beam")
+
+
+SETTINGS = ("decoder", "beam_size", "beam_threshold", "beam_size_token", "lm", "lexicon", "lexicon_free",
+            "lm_weight", "word_score", "nbest", "hotwords")
+
+
+def decoder_from_settings(settings: dict, base_dir: str | Path | None = None):
+    """A decoder from a settings dict: what `asr lm tune --save` stores in a checkpoint's metadata
+    ("decoder"), overridden key by key by command-line flags.
+
+    Keys are those of `BeamOptions` plus ``decoder`` (greedy or beam; beam when an LM or lexicon is
+    set and no decoder is named). Relative ``lm``/``lexicon`` paths are taken from `base_dir` (the
+    checkpoint's folder) when the file is there. A missing file is an InputError naming it.
+    """
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown decoder settings: {', '.join(sorted(unknown))}")
+    settings = dict(settings)
+    name = settings.pop("decoder", None) or ("beam" if settings.get("lm") or settings.get("lexicon") else "greedy")
+    if name == "greedy":
+        if settings.get("hotwords"):
+            raise InputError("--hotword needs beam search: drop --decoder greedy")
+        return greedy_decode
+    for key in ("lm", "lexicon"):
+        if settings.get(key):
+            settings[key] = _resolve(settings[key], base_dir, key)
+    if settings.get("hotwords"):
+        from asr.text import normalize_text
+
+        settings["hotwords"] = tuple((normalize_text(str(w)), float(b)) for w, b in settings["hotwords"])
+    options = BeamOptions(**settings)
+    if options.lexicon_free and options.lexicon:
+        raise InputError("a lexicon and lexicon-free decoding exclude each other")
+    return make_decoder(name, options.beam_size, options)
+
+
+def _resolve(path: str, base_dir, what: str) -> str:
+    p = Path(path)
+    if not p.is_absolute() and base_dir is not None and (Path(base_dir) / p).exists():
+        p = Path(base_dir) / p
+    if not p.is_file():
+        raise InputError(f"{path}: {'language model' if what == 'lm' else 'lexicon'} file not found")
+    return str(p)
+
+
+def lexicon_from_words(words, tokenizer) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """Spell each word with the tokenizer: -> ([(word, token names)], words it cannot spell).
+
+    Characters: the word's letters. BPE: sentencepiece's segmentation of the word, which starts
+    with a word-boundary piece. The word is spelled as transcripts are, after `normalize_text` (so
+    the upper-case words of the LibriSpeech LMs work); one that normalises to several words or to a
+    symbol the tokenizer lacks is left out.
+    """
+    from asr.text import normalize_text
+
+    saved = tokenizer.unknown.copy()  # spelling LM words is not transcript text: keep that report clean
+    entries, unspellable = [], []
+    for word in words:
+        tokenizer.unknown.clear()
+        ids = tokenizer.encode(word)
+        normal = normalize_text(word)
+        if not ids or tokenizer.unknown or " " in normal or tokenizer.decode(ids) != normal:
+            unspellable.append(word)
+        else:
+            entries.append((word, [token_name(tokenizer.tokens[i]) for i in ids]))
+    tokenizer.unknown.clear()
+    tokenizer.unknown.update(saved)
+    return entries, unspellable
+
+
+def _with_separator(spelling: list[str], tokenizer) -> list[str]:
+    """Character spellings end with the word separator "|", as in wav2vec 2.0 lexicons.
+
+    flashlight-text 0.0.7 lets a one-token word restart on every frame that the model holds its
+    token ("b" "b" "b" for one held "b"), which CTC forbids; ending each word with "|" rules that
+    out. The search then needs a "|" after the last word too: `beam_search` appends one frame
+    that is certainly "|". BPE has no separator token and keeps the flaw for one-piece words.
+    """
+    if " " in tokenizer.tokens and spelling[-1] != "|":
+        return [*spelling, "|"]
+    return spelling
 
 
 def _silence_token(tokens) -> int:
@@ -91,52 +238,247 @@ def _silence_token(tokens) -> int:
     return tokens.index(" ") if " " in tokens else 1
 
 
-@functools.lru_cache(maxsize=8)
-def _beam_decoder(tokens: tuple[str, ...], beam_size: int, beam_threshold: float):
-    from torchaudio.models.decoder import ctc_decoder
-
-    return ctc_decoder(lexicon=None, tokens=list(tokens), lm=None, nbest=1, beam_size=beam_size,
-                       beam_threshold=beam_threshold, blank_token=tokens[BLANK],
-                       sil_token=tokens[_silence_token(tokens)], log_add=True)
+def token_name(token: str) -> str:
+    """The name flashlight knows a token by: lexicon files are whitespace-separated, so the space
+    token is called "|" (as in wav2vec 2.0 vocabularies)."""
+    return "|" if token == " " else token
 
 
-def _align(log_probs: torch.Tensor, tokens: list[int]) -> tuple[list[int], list[float]]:
-    """Frame where each token starts on the best CTC path that spells `tokens`, and its posterior there."""
+_DECODERS: dict = {}  # (tokens, options) -> decoder; a few, since building one may load a large LM
+_TEMPORARY_FOLDERS: list = []  # TemporaryDirectory objects: removed when the interpreter exits
+
+
+def _beam_decoder(tokenizer, options: BeamOptions):
+    key = (tuple(tokenizer.tokens), options)
+    if key not in _DECODERS:
+        from torchaudio.models.decoder import ctc_decoder
+
+        while len(_DECODERS) >= 4:
+            _DECODERS.pop(next(iter(_DECODERS)))
+        names = [token_name(t) for t in tokenizer.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("the tokenizer has both ' ' and '|' as tokens; beam search cannot tell them apart")
+        lm_dict = None
+        if options.hotwords and not options.uses_lexicon:
+            raise InputError("--hotword boosts words of a lexicon: give --lm (a word LM) or --lexicon too")
+        if options.uses_lexicon:
+            extra = tuple(sorted({w for w, _ in options.hotwords}))
+            lexicon, lm, word_dict = _lexicon_resources(tokenizer, options.lm, options.lexicon, extra)
+            if options.hotwords:
+                lm = _boosted_lm(lm, word_dict, options)
+        else:
+            lexicon, lm = None, options.lm
+            if lm is not None:
+                lm_dict = _token_lm_dict(tuple(names))
+        with _quiet_stderr(), _kenlm_errors(options.lm):
+            decoder = ctc_decoder(
+                lexicon=lexicon, tokens=names, lm=lm, lm_dict=lm_dict, nbest=options.nbest, beam_size=options.beam_size,
+                beam_size_token=options.beam_size_token, beam_threshold=options.beam_threshold,
+                lm_weight=options.lm_weight, word_score=options.word_score, unk_score=options.unk_score,
+                log_add=True, blank_token=names[BLANK], sil_token=names[_silence_token(tokenizer.tokens)])
+        _DECODERS[key] = decoder
+    return _DECODERS[key]
+
+
+@functools.lru_cache(maxsize=4)
+def _token_lm_dict(names: tuple[str, ...]) -> str:
+    """A file listing the tokens in id order, for a token-level LM. Without it torchaudio builds the
+    LM's word dictionary in another order than the token ids, and lexicon-free search then scores
+    every token as some other token."""
+    folder = tempfile.TemporaryDirectory(prefix="asr-lm-dict-")
+    _TEMPORARY_FOLDERS.append(folder)
+    path = os.path.join(folder.name, "tokens.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{n}\n" for n in [*names, "<unk>"])
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extra_words: tuple[str, ...] = ()):
+    """(lexicon file, loaded word KenLM or None, its word dictionary) shared by the decoders of every
+    weight setting, so tuning loads the LM once. `extra_words` (hotwords) join the lexicon. The
+    lexicon is a file because torchaudio reads it from one; it lives in a temporary folder removed
+    when the interpreter exits."""
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import create_word_dict, load_words
+
+    known = {token_name(t) for t in tokenizer.tokens}
+    if lexicon is not None:
+        entries = list(_read_lexicon(lexicon, known))
+    else:
+        from asr.lm import is_arpa, read_arpa_vocab
+
+        if not is_arpa(lm_path):
+            raise InputError(f"{lm_path}: a binary KenLM model does not list its words; pass --lexicon "
+                             "(or use the ARPA file)")
+        words = read_arpa_vocab(lm_path)
+        entries, unspellable = lexicon_from_words(words, tokenizer)
+        if unspellable:
+            log.warning("%d of %d LM words cannot be spelled with the model's tokens and are left out "
+                        "(e.g. %s)", len(unspellable), len(words), ", ".join(unspellable[:5]))
+    listed = {word for word, _ in entries}
+    extra, unspellable = lexicon_from_words([w for w in extra_words if w not in listed], tokenizer)
+    if unspellable:
+        raise InputError(f"hotword {unspellable[0]!r} cannot be spelled with the model's tokens")
+    entries += extra
+    if not entries:
+        raise ValueError(f"{lexicon or lm_path}: no word can be spelled with the model's tokens")
+    folder = tempfile.TemporaryDirectory(prefix="asr-lexicon-")
+    _TEMPORARY_FOLDERS.append(folder)
+    path = os.path.join(folder.name, "lexicon.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{word}\t{' '.join(_with_separator(spelling, tokenizer))}\n" for word, spelling in entries)
+    word_dict = create_word_dict(load_words(path))
+    with _quiet_stderr(), _kenlm_errors(lm_path):
+        lm = KenLM(lm_path, word_dict) if lm_path else None
+    return path, lm, word_dict
+
+
+def _boosted_lm(kenlm, word_dict, options: BeamOptions):
+    """A word LM that adds each hotword's boost to the KenLM score (or to nothing, lexicon only).
+
+    flashlight multiplies LM scores by the LM weight, so the boost is divided by it here and lands
+    on the hypothesis score as given. Written in Python through torchaudio's CTCDecoderLM: it is
+    called once per completed word, not per frame, which keeps it cheap.
+    """
+    from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
+
+    weight = options.lm_weight if options.lm is not None else 1.0
+    if weight <= 0:
+        raise InputError("--hotword needs --lm-weight above 0: boosts are added through the LM score")
+    boosts = {word_dict.get_index(w): b / weight for w, b in options.hotwords}
+
+    class BoostedLM(CTCDecoderLM):
+        def __init__(self):
+            CTCDecoderLM.__init__(self)
+            self.states: dict = {}  # our state -> KenLM state (None without KenLM)
+
+        def start(self, start_with_nothing: bool):
+            state = CTCDecoderLMState()
+            self.states = {state: kenlm.start(start_with_nothing) if kenlm else None}
+            return state
+
+        def score(self, state, usr_token_idx: int):
+            child = state.child(usr_token_idx)
+            base = 0.0
+            if kenlm is not None:
+                ken, base = kenlm.score(self.states[state], usr_token_idx)
+                self.states.setdefault(child, ken)
+            else:
+                self.states.setdefault(child, None)
+            return child, base + boosts.get(usr_token_idx, 0.0)
+
+        def finish(self, state):
+            child = state.child(-1)
+            if kenlm is None:
+                return child, 0.0
+            ken, base = kenlm.finish(self.states[state])
+            self.states.setdefault(child, ken)
+            return child, base
+
+    return BoostedLM()
+
+
+@contextlib.contextmanager
+def _kenlm_errors(lm_path):
+    """KenLM's load errors (a C++ exception text with a source path) -> InputError with its last line."""
+    try:
+        yield
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"
+        raise InputError(f"{lm_path}: KenLM cannot load this language model: {reason}") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence KenLM's loading banner and progress bar, which it writes straight to file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+
+def _read_lexicon(path: str, known: set[str]):
+    """Lines ``word tok tok ...``; entries with a token the model lacks are skipped with a warning."""
+    skipped = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 2:
+                continue
+            if all(p in known for p in parts[1:]):
+                yield parts[0], parts[1:]
+            else:
+                skipped += 1
+    if skipped:
+        log.warning("%s: %d entries use tokens the model does not have and are left out", path, skipped)
+
+
+def _clean(tokens: list[int], sil: int, tokenizer) -> list[int]:
+    """The search's token sequence as the model would emit it: no blanks, no silence brackets, and
+    (for BPE, whose silence is a stand-in) no silence at all."""
+    keep_sil = tokenizer.tokens[sil] == " "
+    out: list[int] = []
+    for t in tokens:
+        if t == BLANK or (t == sil and (not keep_sil or not out or out[-1] == sil)):
+            continue
+        out.append(t)
+    while out and out[-1] == sil:
+        out.pop()
+    return out
+
+
+def _fits(tokens: list[int], frames: int) -> bool:
+    """Whether a CTC path of `frames` can spell `tokens` (a repeated token needs a blank between)."""
+    return len(tokens) + sum(a == b for a, b in zip(tokens, tokens[1:], strict=False)) <= frames
+
+
+def _align(log_probs: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """(T,) frame labels of the best CTC path that spells `tokens` (all blank when there are none)."""
     if not tokens:
-        return [], []
+        return torch.zeros(log_probs.shape[0], dtype=torch.long)
     import torchaudio.functional
 
-    labels, scores = torchaudio.functional.forced_align(
+    labels, _ = torchaudio.functional.forced_align(
         log_probs.unsqueeze(0), torch.tensor([tokens], dtype=torch.int32),
         torch.tensor([log_probs.shape[0]]), torch.tensor([len(tokens)]), blank=BLANK)
-    labels, scores = labels[0], scores[0]
-    prev = torch.nn.functional.pad(labels, (1, 0), value=BLANK)[:-1]
-    starts = ((labels != BLANK) & (labels != prev)).nonzero().squeeze(1)  # same rule as greedy's emissions
-    return starts.tolist(), scores[starts].exp().tolist()
+    return labels[0].long()
 
 
-def _hypothesis(tokens, frames, probs, tokenizer, frame_seconds) -> Hypothesis:
+def _from_path(path: torch.Tensor, log_probs: torch.Tensor, tokenizer, frame_seconds: float) -> Hypothesis:
+    """Hypothesis from a CTC path (T,) of frame labels: a token per run of equal non-blank labels,
+    its span that run, its confidence the mean posterior of its label over the run."""
+    change = torch.ones_like(path, dtype=torch.bool)
+    change[1:] = path[1:] != path[:-1]
+    starts = change.nonzero().squeeze(1)
+    ends = torch.cat([starts[1:], torch.tensor([len(path)])])
+    keep = path[starts] != BLANK
+    starts, ends = starts[keep].tolist(), ends[keep].tolist()
+    tokens = path[starts].tolist() if starts else []
+    probs = log_probs.gather(1, path.unsqueeze(1)).squeeze(1).exp()  # (T,) posterior of the path's label
+    confs = [float(probs[s:e].mean()) for s, e in zip(starts, ends, strict=True)]
     text = tokenizer.decode(tokens)
-    return Hypothesis(text, tokens, frames, _words(tokens, frames, probs, tokenizer, frame_seconds))
+    words = _words(tokens, list(zip(starts, ends, strict=True)), confs, tokenizer, frame_seconds)
+    return Hypothesis(text, tokens, starts, words)
 
 
-def _words(tokens, frames, probs, tokenizer, frame_seconds) -> list[Word]:
-    """Group tokens into words at word boundaries: a space token, or a BPE piece starting with '▁'.
-
-    A word spans from its first token's frame to one frame past its last token's frame. (The
-    forced-alignment timestamps of the decoding issue refine this; the spans here are what the
-    greedy path itself says.)
-    """
+def _words(tokens, spans, confs, tokenizer, frame_seconds) -> list[Word]:
+    """Group tokens into words at word boundaries: a space token, or a BPE piece starting with '▁'."""
     words: list[Word] = []
     current: list[int] = []
 
     def flush():
         if current:
-            ids = [tokens[j] for j in current]
-            text = tokenizer.decode(ids).strip()
+            text = tokenizer.decode([tokens[j] for j in current]).strip()
             if text:
-                conf = sum(probs[j] for j in current) / len(current)
-                start, end = frames[current[0]] * frame_seconds, (frames[current[-1]] + 1) * frame_seconds
+                conf = sum(confs[j] for j in current) / len(current)
+                start, end = spans[current[0]][0] * frame_seconds, spans[current[-1]][1] * frame_seconds
                 words.append(Word(text, round(start, 3), round(end, 3), round(conf, 4)))
             current.clear()
 

@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    t = Transcriber.load(args.model)
+    t = Transcriber.load(args.model, decode=greedy_decode)  # the greedy path, whatever the model stores
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "audio.wav"
         make_audio(args.seconds, path)

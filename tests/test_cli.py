@@ -229,4 +229,64 @@ def test_beam_decoder_from_the_command_line(workdir, tmp_path):
     proc = run("evaluate", "--manifest", workdir / "m.jsonl", "--model", workdir / "tiny.pt", "--output", tmp_path,
                "--decoder", "beam")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "summary.json").read_text())["decoder"] == "beam"
+    assert json.loads((tmp_path / "summary.json").read_text())["decoder"] == {"decoder": "beam"}
+
+
+def test_lm_build_tune_save_and_transcribe_with_the_stored_settings(tmp_path):
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("bundled model not present")
+    example = REPO / "examples" / "an4-dev-example.wav"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("P I T T S B U R G H\nenter six two eight\nyes\nno\nrubout\nP I T T S B U R G H P A\n")
+    proc = run("lm", "build", "--text", corpus, "--order", "3", "--out", tmp_path / "lm.arpa.gz")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "3-grams" in proc.stdout
+    write_manifest(tmp_path / "dev.jsonl", [Utterance("ex", str(example), 2.4, "P I T T S B U R G H", "fsrb")])
+    release = tmp_path / "release"
+    release.mkdir()
+    (tmp_path / "lm.arpa.gz").rename(release / "lm.arpa.gz")
+    proc = run("lm", "tune", "--manifest", tmp_path / "dev.jsonl", "--lm", release / "lm.arpa.gz",
+               "--lm-weights", "0,1", "--word-scores=-1,0", "--save", release / "model.pt")
+    assert proc.returncode == 0, proc.stderr
+    assert "best: --lm-weight" in proc.stdout and len(proc.stdout.splitlines()) == 8  # 2 info + 4 rows + 2
+    assert "Loading the LM" not in proc.stderr  # KenLM's banner is silenced
+    settings = torch.load(release / "model.pt", weights_only=True)["metadata"]["decoder"]
+    assert settings["lm"] == "lm.arpa.gz" and settings["decoder"] == "beam"
+
+    moved = tmp_path / "moved"
+    release.rename(moved)  # the LM path is stored relative to the model
+    proc = run("transcribe", example, "--model", moved / "model.pt", "--format", "json", "--output-dir", tmp_path,
+               "--nbest", "3")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "an4-dev-example.json").read_text())
+    assert result["text"] == "p i t t s b u r g h"
+    assert 1 <= len(result["alternatives"]) <= 2
+    proc = run("evaluate", "--manifest", tmp_path / "dev.jsonl", "--model", moved / "model.pt", "--output",
+               tmp_path / "ev")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["decoder"]["lm"] == "lm.arpa.gz"
+
+    (moved / "lm.arpa.gz").unlink()
+    proc = run("transcribe", example, "--model", moved / "model.pt")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "lm.arpa.gz: language model file not found")
+    assert run("transcribe", example, "--model", moved / "model.pt", "--decoder", "greedy").returncode == 0
+
+
+def test_lm_commands_report_bad_input(tmp_path):
+    proc = run("lm", "build", "--text", tmp_path / "missing.txt", "--out", tmp_path / "lm.arpa")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "missing.txt: no such file")
+    (tmp_path / "empty.txt").write_text("\n...\n")
+    proc = run("lm", "build", "--text", tmp_path / "empty.txt", "--out", tmp_path / "lm.arpa")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "no words")
+    assert not (tmp_path / "lm.arpa").exists()
+    proc = run("lm", "build", "--text", tmp_path / "empty.txt", "--order", "1", "--out", tmp_path / "lm.arpa")
+    assert_one_line_errors(proc, "needs 2 or more")
+    proc = run("lm", "tune", "--manifest", tmp_path / "m.jsonl", "--lm", tmp_path / "nothing.arpa")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "nothing.arpa: language model file not found")
+    proc = run("transcribe", REPO / "examples" / "an4-dev-example.wav", "--lm", tmp_path / "nothing.arpa")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "nothing.arpa: language model file not found")

@@ -1,9 +1,11 @@
 import random
 
 import jiwer
+import numpy as np
 import pytest
 
-from asr.metrics import ErrorCounts, char_errors, score, word_errors
+from asr.metrics import ErrorCounts, align_words, bootstrap_ci, bootstrap_rates, char_errors, score, word_errors
+from asr.text import normalize_text
 
 
 @pytest.mark.parametrize(
@@ -142,3 +144,61 @@ def test_corpus_wer_agrees_with_jiwer():
     s = score(refs, hyps)
     assert s.wer == pytest.approx(jiwer.wer(refs, hyps))
     assert s.cer == pytest.approx(jiwer.cer(refs, hyps))
+
+
+@pytest.mark.parametrize(("ref", "hyp"), [*_random_pairs(20, seed=2), ("", "a b"), ("a b", ""), ("", ""),
+                                          ("Hello, World!", "hello there world")])
+def test_alignment_rebuilds_both_sides_and_agrees_with_the_counts(ref, hyp):
+    counts, chunks = align_words(ref, hyp)
+    assert [w for c in chunks for w in c["ref"]] == normalize_text(ref).split()
+    assert [w for c in chunks for w in c["hyp"]] == normalize_text(hyp).split()
+    assert counts == word_errors(ref, hyp)
+    ops = {op: [c for c in chunks if c["op"] == op] for op in ("equal", "substitute", "delete", "insert")}
+    assert all(c["ref"] == c["hyp"] for c in ops["equal"])
+    assert all(len(c["ref"]) == len(c["hyp"]) for c in ops["substitute"])
+    assert sum(len(c["ref"]) for c in ops["substitute"]) == counts.substitutions
+    assert sum(len(c["ref"]) for c in ops["delete"]) == counts.deletions and not any(c["hyp"] for c in ops["delete"])
+    assert sum(len(c["hyp"]) for c in ops["insert"]) == counts.insertions and not any(c["ref"] for c in ops["insert"])
+
+
+def test_alignment_chunks():
+    _, chunks = align_words("a b c d", "a x c")
+    assert chunks == [{"op": "equal", "ref": ["a"], "hyp": ["a"]}, {"op": "substitute", "ref": ["b"], "hyp": ["x"]},
+                      {"op": "equal", "ref": ["c"], "hyp": ["c"]}, {"op": "delete", "ref": ["d"], "hyp": []}]
+
+
+def _utterance_counts(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ref_len = rng.integers(3, 15, n)
+    return rng.binomial(ref_len, 0.2), ref_len
+
+
+def test_bootstrap_ci_contains_the_wer_and_narrows_with_more_utterances():
+    errors, ref_len = _utterance_counts(50)
+    wer = errors.sum() / ref_len.sum()
+    low, high = bootstrap_ci(errors, ref_len)
+    assert low < wer < high
+    more_errors, more_ref = _utterance_counts(2000)
+    low2, high2 = bootstrap_ci(more_errors, more_ref)
+    assert low2 < more_errors.sum() / more_ref.sum() < high2
+    assert high2 - low2 < (high - low) / 3  # the width shrinks like 1 / sqrt(utterances)
+
+
+def test_bootstrap_is_deterministic_with_the_seed():
+    errors, ref_len = _utterance_counts(30)
+    assert bootstrap_ci(errors, ref_len, seed=3) == bootstrap_ci(errors, ref_len, seed=3)
+    assert bootstrap_ci(errors, ref_len, seed=3) != bootstrap_ci(errors, ref_len, seed=4)
+    assert bootstrap_rates(errors, ref_len, resamples=7).shape == (7,)
+
+
+def test_bootstrap_of_several_systems_resamples_the_same_utterances():
+    errors, ref_len = _utterance_counts(40)
+    rates = bootstrap_rates(np.stack([errors, errors], 1), np.stack([ref_len, ref_len], 1), resamples=200)
+    assert rates.shape == (200, 2) and np.array_equal(rates[:, 0], rates[:, 1])
+    assert np.array_equal(rates[:, 0], bootstrap_rates(errors, ref_len, resamples=200))
+
+
+def test_bootstrap_edge_cases():
+    assert bootstrap_ci([], []) == (0.0, 0.0)
+    assert bootstrap_ci([0, 0], [3, 4]) == (0.0, 0.0)
+    assert bootstrap_ci([2], [0]) == (1.0, 1.0)  # insertions with no reference words, as ErrorCounts.rate

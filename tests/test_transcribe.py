@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 import numpy as np
@@ -7,18 +6,9 @@ import soundfile
 import torch
 
 from asr.audio import FeatureExtractor
-from asr.decoding import Word
 from asr.model import Model, preset_config, save_checkpoint
 from asr.text import CharTokenizer
-from asr.transcribe import (
-    DEFAULT_MODEL,
-    Segment,
-    Transcriber,
-    Transcript,
-    drop_output_collisions,
-    find_audio,
-    write_outputs,
-)
+from asr.transcribe import DEFAULT_MODEL, Transcriber, drop_output_collisions, find_audio
 
 
 @pytest.fixture
@@ -80,20 +70,6 @@ def test_find_audio_expands_folders(tmp_path):
     unique, collisions = drop_output_collisions(files)
     assert unique == files[:2]
     assert collisions == [f"{top1}: skipped, its output name 1 is already used by {a1}"]
-
-
-def test_writers(tmp_path):
-    words = [Word("hello", 0.5, 0.9, 0.8), Word("world", 1.0, 3661.25, 0.7)]
-    t = Transcript("hello world", 3662.0, [Segment(0.5, 3661.25, "hello world")], words)
-    paths = write_outputs(t, tmp_path / "x", ["txt", "json", "srt", "vtt", "tsv"])
-    assert [p.name for p in paths] == ["x.txt", "x.json", "x.srt", "x.vtt", "x.tsv"]
-    assert (tmp_path / "x.txt").read_text() == "hello world\n"
-    doc = json.loads((tmp_path / "x.json").read_text())
-    assert doc["text"] == "hello world" and doc["words"][1] == {"word": "world", "start": 1.0, "end": 3661.25,
-                                                                 "confidence": 0.7}
-    assert (tmp_path / "x.srt").read_text() == "1\n00:00:00,500 --> 01:01:01,250\nhello world\n"
-    assert (tmp_path / "x.vtt").read_text() == "WEBVTT\n\n00:00:00.500 --> 01:01:01.250\nhello world\n"
-    assert (tmp_path / "x.tsv").read_text() == "start\tend\ttext\n500\t3661250\thello world\n"
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="bundled model not present")

@@ -523,20 +523,20 @@ def _lm_build(args) -> int:
 
 
 def _lm_tune(args) -> int:
-    from asr.decoding import BeamOptions
+    from asr.decoding import BeamOptions, greedy_decode, resolve_file
     from asr.train import load_utterances
-    from asr.transcribe import Transcriber
+    from asr.transcribe import DEFAULT_MODEL, Transcriber
     from asr.tuning import best_row, compute_emissions, grid, save_settings, tune
 
     try:
         weights, scores = grid(args.lm_weights), grid(args.word_scores)
     except ValueError as e:
         raise InputError(f"lm tune: {e}") from None
-    for path, what in ((args.lm, "language model"), (args.lexicon, "lexicon")):
-        if path and not Path(path).is_file():
-            raise InputError(f"{path}: {what} file not found")
+    for path, what in ((args.lm, "lm"), (args.lexicon, "lexicon")):
+        if path:
+            resolve_file(path, None, what)
     utts = load_utterances([args.manifest], "tuning")
-    t = Transcriber.load(args.model, args.device, decode=lambda *a: None)
+    t = Transcriber.load(args.model, args.device, decode=greedy_decode)  # the stored decoder is not needed
     emissions, problems = compute_emissions(t.model, t.features, t.tokenizer, utts, args.device)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -560,15 +560,9 @@ def _lm_tune(args) -> int:
 
         tuned = {"manifest": args.manifest, "utterances": len(emissions), "wer": best["wer"], "cer": best["cer"]}
         options = replace(base, lm_weight=best["lm_weight"], word_score=best["word_score"])
-        save_settings(args.model or _bundled_model(), args.save, options, tuned)
+        save_settings(args.model or DEFAULT_MODEL, args.save, options, tuned)
         print(f"wrote {args.save}: transcription and evaluation with it use these settings unless told otherwise")
     return 1 if problems else 0
-
-
-def _bundled_model():
-    from asr.transcribe import DEFAULT_MODEL
-
-    return DEFAULT_MODEL
 
 
 # --- transcribe -----------------------------------------------------------------------------------

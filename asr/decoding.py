@@ -134,11 +134,20 @@ def beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer,
 
 
 def _spell(text: str, tokenizer) -> list[int]:
-    saved = tokenizer.unknown.copy()  # a lexicon word with symbols the tokenizer lacks is not transcript text
-    ids = tokenizer.encode(text)
-    tokenizer.unknown.clear()
-    tokenizer.unknown.update(saved)
-    return ids
+    with _uncounted(tokenizer):
+        return tokenizer.encode(text)
+
+
+@contextlib.contextmanager
+def _uncounted(tokenizer):
+    """Encode lexicon and LM words without counting their unknown characters in `tokenizer.unknown`,
+    which reports on transcript text."""
+    saved = tokenizer.unknown.copy()
+    try:
+        yield
+    finally:
+        tokenizer.unknown.clear()
+        tokenizer.unknown.update(saved)
 
 
 def make_decoder(name: str = "greedy", beam_size: int = 50, options: BeamOptions | None = None):
@@ -174,7 +183,7 @@ def decoder_from_settings(settings: dict, base_dir: str | Path | None = None):
         return greedy_decode
     for key in ("lm", "lexicon"):
         if settings.get(key):
-            settings[key] = _resolve(settings[key], base_dir, key)
+            settings[key] = resolve_file(settings[key], base_dir, key)
     if settings.get("hotwords"):
         from asr.text import normalize_text
 
@@ -185,7 +194,9 @@ def decoder_from_settings(settings: dict, base_dir: str | Path | None = None):
     return make_decoder(name, options.beam_size, options)
 
 
-def _resolve(path: str, base_dir, what: str) -> str:
+def resolve_file(path: str, base_dir, what: str) -> str:
+    """`path`, or `base_dir`/`path` when relative and there; InputError if it is no file. `what`:
+    "lm" or "lexicon", for the message."""
     p = Path(path)
     if not p.is_absolute() and base_dir is not None and (Path(base_dir) / p).exists():
         p = Path(base_dir) / p
@@ -204,18 +215,16 @@ def lexicon_from_words(words, tokenizer) -> tuple[list[tuple[str, list[str]]], l
     """
     from asr.text import normalize_text
 
-    saved = tokenizer.unknown.copy()  # spelling LM words is not transcript text: keep that report clean
     entries, unspellable = [], []
-    for word in words:
-        tokenizer.unknown.clear()
-        ids = tokenizer.encode(word)
-        normal = normalize_text(word)
-        if not ids or tokenizer.unknown or " " in normal or tokenizer.decode(ids) != normal:
-            unspellable.append(word)
-        else:
-            entries.append((word, [token_name(tokenizer.tokens[i]) for i in ids]))
-    tokenizer.unknown.clear()
-    tokenizer.unknown.update(saved)
+    with _uncounted(tokenizer):
+        for word in words:
+            tokenizer.unknown.clear()
+            ids = tokenizer.encode(word)
+            normal = normalize_text(word)
+            if not ids or tokenizer.unknown or " " in normal or tokenizer.decode(ids) != normal:
+                unspellable.append(word)
+            else:
+                entries.append((word, [token_name(tokenizer.tokens[i]) for i in ids]))
     return entries, unspellable
 
 
@@ -285,20 +294,24 @@ def _token_lm_dict(names: tuple[str, ...]) -> str:
     """A file listing the tokens in id order, for a token-level LM. Without it torchaudio builds the
     LM's word dictionary in another order than the token ids, and lexicon-free search then scores
     every token as some other token."""
-    folder = tempfile.TemporaryDirectory(prefix="asr-lm-dict-")
+    return _temporary_file("tokens.txt", (f"{n}\n" for n in [*names, "<unk>"]))
+
+
+def _temporary_file(name: str, lines) -> str:
+    """Write `lines` to a file in a temporary folder that lives until the interpreter exits: torchaudio
+    reads lexicons and LM dictionaries from files."""
+    folder = tempfile.TemporaryDirectory(prefix="asr-decoder-")
     _TEMPORARY_FOLDERS.append(folder)
-    path = os.path.join(folder.name, "tokens.txt")
+    path = os.path.join(folder.name, name)
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{n}\n" for n in [*names, "<unk>"])
+        f.writelines(lines)
     return path
 
 
 @functools.lru_cache(maxsize=2)
 def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extra_words: tuple[str, ...] = ()):
     """(lexicon file, loaded word KenLM or None, its word dictionary) shared by the decoders of every
-    weight setting, so tuning loads the LM once. `extra_words` (hotwords) join the lexicon. The
-    lexicon is a file because torchaudio reads it from one; it lives in a temporary folder removed
-    when the interpreter exits."""
+    weight setting, so tuning loads the LM once. `extra_words` (hotwords) join the lexicon."""
     from flashlight.lib.text.decoder.kenlm import KenLM
     from flashlight.lib.text.dictionary import create_word_dict, load_words
 
@@ -323,11 +336,8 @@ def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extr
     entries += extra
     if not entries:
         raise ValueError(f"{lexicon or lm_path}: no word can be spelled with the model's tokens")
-    folder = tempfile.TemporaryDirectory(prefix="asr-lexicon-")
-    _TEMPORARY_FOLDERS.append(folder)
-    path = os.path.join(folder.name, "lexicon.txt")
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{word}\t{' '.join(_with_separator(spelling, tokenizer))}\n" for word, spelling in entries)
+    path = _temporary_file("lexicon.txt", (f"{word}\t{' '.join(_with_separator(spelling, tokenizer))}\n"
+                                           for word, spelling in entries))
     word_dict = create_word_dict(load_words(path))
     with _quiet_stderr(), _kenlm_errors(lm_path):
         lm = KenLM(lm_path, word_dict) if lm_path else None

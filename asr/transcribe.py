@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr.audio import SAMPLE_RATE, audio_files, load_audio, resample
+from asr.audio import SAMPLE_RATE, audio_files, resample
 from asr.decoding import decoder_from_settings, greedy_decode
 from asr.errors import InputError
 from asr.model import SUBSAMPLING, load_checkpoint
@@ -125,8 +125,7 @@ class Transcriber:
 
     @staticmethod
     def _waveform(audio, sample_rate: int | None) -> np.ndarray:
-        if isinstance(audio, (str, Path)):
-            return load_audio(audio)
+        """A numpy array or tensor, (N,) or (N, C), at `sample_rate` -> mono float32 at SAMPLE_RATE."""
         if sample_rate is None:
             raise ValueError("an array or tensor needs its sample_rate")
         wave = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)

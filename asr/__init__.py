@@ -8,12 +8,13 @@ Modules follow the pipeline: ``audio`` (loading, features), ``text`` (normalisat
 __version__ = "0.1.0"
 
 
-def load_model(path=None, device: str = "cpu", **decoder):
+def load_model(path=None, device: str = "cpu", precision: str = "auto", **decoder):
     """Load a checkpoint (default: the bundled model) as a Transcriber with a `transcribe(audio)` method.
 
-    Keyword arguments choose the decoder over the one the checkpoint stores, e.g.
+    `precision`: auto, fp32, bf16 or int8 (see `asr.model.for_inference`). Keyword arguments choose the
+    decoder over the one the checkpoint stores, e.g.
     ``load_model("m.pt", decoder="beam", lm="lm.arpa", lm_weight=0.8)`` (see `asr.decoding.SETTINGS`).
     """
     from asr.transcribe import Transcriber
 
-    return Transcriber.load(path, device, decoder=decoder)
+    return Transcriber.load(path, device, decoder=decoder, precision=precision)

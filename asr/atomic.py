@@ -42,6 +42,10 @@ def atomic_open(path: str | Path, mode: str = "wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, quota, I/O error: the old file stays; say which file in one line
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{path}: could not write it ({e.strerror or e}); the previous version, if any, "
+                         "is left as it was") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

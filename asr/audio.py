@@ -19,6 +19,9 @@ SAMPLE_RATE = 16_000
 # What a folder search counts as audio: libsndfile's formats, and those the librosa fallback decodes.
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aiff", ".aif",
                     ".au", ".m4a", ".webm", ".wma", ".aac"}
+# Sample rates outside this range come from damaged headers. Rate 0 cannot be resampled, and a tiny one
+# turns each sample into thousands (a 1 MB file at 1 Hz would become 32 GB at 16 kHz).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
     audio, rate = _read_any(path)
+    check_sample_rate(path, rate)
     if audio.size == 0:
         raise InputError(f"{path}: contains no audio samples")
     if not np.all(np.isfinite(audio)):
@@ -44,6 +48,13 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if rate != sample_rate:
         audio = resample(audio, rate, sample_rate)
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def check_sample_rate(path: str | Path, rate: int) -> None:
+    """Raise InputError naming the file when its header's sample rate is implausible."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InputError(f"{path}: invalid sample rate {rate} Hz in the header "
+                         f"(expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
 
 
 def _read_any(path: Path) -> tuple[np.ndarray, int]:
@@ -88,10 +99,11 @@ def audio_duration(path: str | Path) -> float:
 
     try:
         info = soundfile.info(str(path))
-        if info.samplerate > 0 and info.frames > 0:
-            return info.frames / info.samplerate
     except Exception:
-        pass
+        info = None
+    if info is not None and info.frames > 0:
+        check_sample_rate(path, info.samplerate)
+        return info.frames / info.samplerate
     return len(load_audio(path)) / SAMPLE_RATE
 
 
@@ -116,12 +128,15 @@ class FeatureExtractor:
     """
 
     def __init__(self, config: FeatureConfig = FeatureConfig(), mean=None, std=None):
-        import librosa
+        import torchaudio.functional
 
         self.config = config
-        # librosa's Slaney mel filter bank; the STFT itself is torch's, so features batch on any device.
-        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
-        self._mel = torch.from_numpy(mel).float()  # (F, n_fft/2+1)
+        # The Slaney mel filter bank (librosa's default, equal to librosa.filters.mel to 1e-7) from torchaudio:
+        # librosa.filters imports scipy.signal, which costs a second at start-up. The STFT is torch's too, so
+        # features batch on any device.
+        self._mel = torchaudio.functional.melscale_fbanks(
+            config.n_fft // 2 + 1, 0.0, config.sample_rate / 2, config.n_mels, config.sample_rate,
+            norm="slaney", mel_scale="slaney").T.contiguous()  # (F, n_fft/2+1)
         self._window = torch.hann_window(config.win_length)
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32)

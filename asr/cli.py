@@ -247,6 +247,7 @@ def _add_train(sub) -> None:
     p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder for checkpoints and logs")
     p.add_argument("--preset", help="model size: tiny, small, base, large")
     p.add_argument("--tokenizer", help="char or bpe:N (N sentencepiece pieces)")
+    p.add_argument("--dropout", type=float, help="dropout between layers (default: the preset's)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
     p.add_argument("--weight-decay", type=float)
@@ -272,6 +273,8 @@ def _add_train(sub) -> None:
     p.add_argument("--save-every", type=int, metavar="STEPS",
                    help="also checkpoint every STEPS optimizer steps: RUNDIR/last.pt and RUNDIR/step-N.pt")
     p.add_argument("--keep-last", type=int, metavar="K", help="how many step-N.pt checkpoints to keep")
+    p.add_argument("--keep-epochs", type=int, metavar="K",
+                   help="also save RUNDIR/epoch-N.pt at every epoch's end and keep the newest K (for asr average)")
     p.add_argument("--resume", action="store_true",
                    help="continue from RUNDIR/last.pt exactly where it stopped, mid-epoch included")
     p.set_defaults(func=_train)
@@ -382,6 +385,13 @@ def _hotword(spec: str) -> tuple[str, float]:
     return word.strip(), value
 
 
+def _add_precision(group) -> None:
+    group.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                       help="arithmetic of the model: auto (bf16 on a CPU with native bfloat16, else fp32), fp32, "
+                            "bf16, or int8 (dynamic quantisation of the LSTM and linear layers, CPU only) "
+                            "(default auto)")
+
+
 # --- evaluate -------------------------------------------------------------------------------------
 
 
@@ -399,6 +409,7 @@ def _add_evaluate(sub) -> None:
     _add_decoder_options(p)
     p.add_argument("--output", metavar="DIR", help="folder for summary.json and utterances.jsonl")
     p.add_argument("--device", default="cpu")
+    _add_precision(p)
     p.add_argument("--worst", type=int, default=10, metavar="N",
                    help="worst utterances kept in summary.json (default 10; up to 5 are printed)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
@@ -422,10 +433,10 @@ def _evaluate(args) -> int:
     if args.worst < 0:
         args.parser.error("--worst must be 0 or more")
     utts = load_utterances([args.manifest], "evaluation")
-    t = Transcriber.load(args.model, args.device, decoder=_decoder_overrides(args))
+    t = Transcriber.load(args.model, args.device, decoder=_decoder_overrides(args), precision=args.precision)
     s = evaluate(t.model, t.features, t.tokenizer, utts, args.output, args.device, decode=t.decode,
                  extra={"model": str(args.model or "bundled"), "manifest": args.manifest,
-                        "decoder": t.decoder_settings},
+                        "decoder": t.decoder_settings, "precision": t.precision},
                  worst=args.worst)
     for problem in s["skipped"]:
         print(f"error: {problem}", file=sys.stderr)
@@ -474,6 +485,7 @@ def _add_lm(sub) -> None:
     t.add_argument("--beam-threshold", type=float, default=25.0, help="beam threshold (default 25)")
     t.add_argument("--save", metavar="CHECKPOINT", help="write the model with the best settings here (may be --model)")
     t.add_argument("--device", default="cpu")
+    _add_precision(t)
     t.set_defaults(func=_lm_tune)
 
 
@@ -536,7 +548,8 @@ def _lm_tune(args) -> int:
         if path:
             resolve_file(path, None, what)
     utts = load_utterances([args.manifest], "tuning")
-    t = Transcriber.load(args.model, args.device, decode=greedy_decode)  # the stored decoder is not needed
+    # the stored decoder is not needed
+    t = Transcriber.load(args.model, args.device, decode=greedy_decode, precision=args.precision)
     emissions, problems = compute_emissions(t.model, t.features, t.tokenizer, utts, args.device)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -595,6 +608,7 @@ def _add_transcribe(sub) -> None:
                      help="srt/vtt: a longer pause between words starts a new cue (default 0.6)")
     run = p.add_argument_group("running")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    _add_precision(run)
     run.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: torch's choice)")
     run.add_argument("--batch-size", type=int, default=8, metavar="N",
                      help="segments of a recording run through the model together (default 8)")
@@ -668,7 +682,8 @@ def _transcribe(args) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        transcriber = Transcriber.load(args.model, args.device, decoder=_decoder_overrides(args)) if files else None
+        transcriber = (Transcriber.load(args.model, args.device, decoder=_decoder_overrides(args),
+                                        precision=args.precision) if files else None)
         bar = _files_progress(len(files), args.no_progress)
         audio_seconds, start = 0.0, time.perf_counter()
         for path, stem in files:

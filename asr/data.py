@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +38,18 @@ def read_manifest(path: str | Path) -> tuple[list[Utterance], list[str]]:
         raise InputError(f"{path}: no such manifest")
     utts, problems, seen = [], [], set()
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: tolerate a byte-order mark
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    for n, line in enumerate(lines, 1):
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
+    # Split at newlines only: str.splitlines() also breaks at U+2028, U+0085 and others, which JSON strings
+    # may hold (write_manifest writes them unescaped). Lines are decoded one by one, so that one line in
+    # another encoding costs that line, not the manifest.
+    for n, data in enumerate(raw.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):  # tolerate a byte-order mark
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problems.append(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start} of the line)")
+            continue
         if not line.strip():
             continue
         try:
@@ -66,19 +75,37 @@ def _parse_line(line: str, base: Path) -> Utterance:
     audio = row.get("audio", row.get("audio_filepath"))
     if not isinstance(audio, str) or not audio:
         raise ValueError("no 'audio' path")
+    if "\0" in audio:
+        raise ValueError("the 'audio' path contains a NUL character")
     audio_path = Path(audio) if os.path.isabs(audio) else base / audio
+    raw = row.get("duration")
     try:
-        duration = float(row.get("duration", "nan"))
-    except (TypeError, ValueError):
-        raise ValueError(f"duration {row.get('duration')!r} is not a number") from None
+        duration = float("nan") if raw is None or isinstance(raw, bool) else float(raw)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
+        raise ValueError(f"duration {reprlib.repr(raw)} is not a finite number") from None
     if not math.isfinite(duration) or duration <= 0:
-        raise ValueError(f"missing or invalid duration {row.get('duration')!r}")
+        raise ValueError(f"missing or invalid duration {reprlib.repr(raw)}")
     text = row.get("text", "")
     if not isinstance(text, str):
         raise ValueError("'text' is not a string")
-    speaker = row.get("speaker")
-    return Utterance(str(row.get("id", audio_path.stem)), str(audio_path), duration, text,
+    uid, speaker = row.get("id"), row.get("speaker")
+    for name, value in (("id", uid), ("speaker", speaker)):
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"'{name}' is not a string or number")
+    for name, value in (("audio", audio), ("text", text), ("id", uid), ("speaker", speaker)):
+        # JSON escapes can make lone surrogates, which no output file could be written with.
+        if isinstance(value, str) and not _is_unicode(value):
+            raise ValueError(f"'{name}' holds a lone surrogate (\\ud800-\\udfff), not text")
+    return Utterance(audio_path.stem if uid is None else str(uid), str(audio_path), duration, text,
                      None if speaker is None else str(speaker))
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def write_manifest(path: str | Path, utts: list[Utterance]) -> None:

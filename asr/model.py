@@ -13,13 +13,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr.atomic import atomic_open
 from asr.errors import InputError
 
 CHECKPOINT_FORMAT = "asr-bilstm-ctc"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the BiLSTM as one-directional LSTMs per layer and direction; 1 loads too
 SUBSAMPLING = 4  # input frames per output frame
 
 
@@ -66,11 +65,7 @@ class Model(nn.Module):
         conv_bins = (config.n_mels + 3) // 4
         self.proj = nn.Linear(c * conv_bins, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size)
-        self.lstm = nn.LSTM(
-            config.hidden_size, config.hidden_size, num_layers=config.num_layers,
-            bidirectional=True, batch_first=True,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-        )
+        self.lstm = BiLSTM(config.hidden_size, config.hidden_size, config.num_layers, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(2 * config.hidden_size, config.vocab_size)
 
@@ -88,12 +83,59 @@ class Model(nn.Module):
         b, c, t, f = x.shape
         x = x.permute(0, 2, 1, 3).reshape(b, t, c * f)  # (B, T', C*F/4)
         x = self.dropout(self.norm(self.proj(x)))  # (B, T', H)
-        # Packing makes the backward direction start at each utterance's own last frame, never padding.
-        packed = pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        x, _ = self.lstm(packed)
-        x, _ = pad_packed_sequence(x, batch_first=True, total_length=t)  # (B, T', 2H)
+        x = self.lstm(x, out_lengths.to(x.device))  # (B, T', 2H)
         logits = self.out(self.dropout(x))  # (B, T', V)
         return logits.log_softmax(dim=-1), out_lengths
+
+
+class BiLSTM(nn.Module):
+    """A stack of bidirectional LSTM layers over a zero-padded batch, exact for every utterance's length.
+
+    Each layer is two one-directional nn.LSTMs. The backward one reads every utterance reversed within
+    its own length, so it starts at the utterance's last frame, never in padding, as packing would
+    make it. Packing is what nn.LSTM offers for this, but packed sequences run step by step in
+    PyTorch's own CPU kernel, and plain tensors go to oneDNN's fused one, which was 2-4x faster for
+    inference and more for training here (BENCHMARKS.md). Outputs at padded frames are zero.
+
+    Checkpoints written before this class (one multi-layer bidirectional nn.LSTM, keys
+    `weight_ih_l0`, `weight_ih_l0_reverse`, ...) load into it: see `_from_nn_lstm_keys`.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float):
+        super().__init__()
+        sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({"fwd": nn.LSTM(n, hidden_size, batch_first=True),
+                           "bwd": nn.LSTM(n, hidden_size, batch_first=True)}) for n in sizes)
+        self.dropout = nn.Dropout(dropout if num_layers > 1 else 0.0)  # between layers, as nn.LSTM's
+        self._register_load_state_dict_pre_hook(_from_nn_lstm_keys)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), lengths (B,) on x's device -> (B, T, 2H)."""
+        steps = torch.arange(x.shape[1], device=x.device)
+        valid = steps[None, :] < lengths[:, None]  # (B, T)
+        # The permutation that reverses each row's first lengths[b] frames and leaves its padding in
+        # place; it is its own inverse.
+        order = torch.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :])[:, :, None]
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = self.dropout(x)
+            forward, _ = layer["fwd"](x)
+            backward, _ = layer["bwd"](x.gather(1, order.expand(-1, -1, x.shape[2])))
+            x = torch.cat([forward, backward.gather(1, order.expand(-1, -1, backward.shape[2]))], dim=2)
+        return x * valid[:, :, None]
+
+
+def _from_nn_lstm_keys(state_dict, prefix, *_):
+    """Rename a multi-layer bidirectional nn.LSTM's weights (`{prefix}weight_ih_l1_reverse`) to BiLSTM's
+    (`{prefix}layers.1.bwd.weight_ih_l0`), in place, before loading."""
+    for key in [k for k in state_dict if k.startswith(prefix) and "_l" in k[len(prefix):]]:
+        name, _, layer = key[len(prefix):].rpartition("_l")
+        direction = "fwd"
+        if layer.endswith("_reverse"):
+            layer, direction = layer[: -len("_reverse")], "bwd"
+        if name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") and layer.isdigit():
+            state_dict[f"{prefix}layers.{layer}.{direction}.{name}_l0"] = state_dict.pop(key)
 
 
 def _mask_time(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -172,3 +214,67 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     model.to(device).eval()
     return (model, tokenizer_from_dict(state["tokenizer"]),
             FeatureExtractor.from_dict(state["features"]), state.get("metadata", {}))
+
+
+# --- reduced precision for inference --------------------------------------------------------------
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+class _Autocast(nn.Module):
+    """Runs the wrapped model under autocast to `dtype` and returns float32 log-probs."""
+
+    def __init__(self, model: Model, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(feats.device.type, dtype=self.dtype):
+            log_probs, out_lengths = self.model(feats, lengths)
+        return log_probs.float(), out_lengths
+
+
+def int8_supported() -> bool:
+    return any(engine in torch.backends.quantized.supported_engines for engine in ("x86", "fbgemm", "qnnpack"))
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, and slow."""
+    try:  # torch.cpu's feature probes are underscored but have been there since torch 2.1
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:
+        return False
+
+
+def for_inference(model: Model, precision: str = "auto") -> tuple[nn.Module, str]:
+    """-> (the model to run, the precision it runs in), for a model in eval mode.
+
+    fp32: as trained. bf16: autocast (matmuls in bfloat16, fast where the CPU has AVX512-BF16 or AMX,
+    and on GPUs). int8 (CPU only): the LSTM and linear layers' weights quantised to int8, their inputs
+    quantised on the fly per batch ("dynamic" quantisation); the convolutions stay float. auto: bf16 on
+    a CPU with native bfloat16, else fp32. On such a CPU bf16 made transcription 1.8x faster at the
+    same AN4 dev WER, while int8 was no faster than oneDNN's fp32 LSTM and cost 0.4 points of greedy
+    WER (BENCHMARKS.md, "Reduced precision").
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = next(model.parameters()).device
+    if precision == "auto":
+        precision = "bf16" if device.type == "cpu" and native_bf16() else "fp32"
+    if precision == "fp32":
+        return model, precision
+    if precision == "bf16":
+        return _Autocast(model, torch.bfloat16), precision
+    if device.type != "cpu":
+        raise InputError(f"--precision int8 runs on the CPU only, not on {device}")
+    if not int8_supported():
+        raise InputError("--precision int8: this PyTorch build has no quantised CPU engine; use fp32 or bf16")
+    import warnings
+
+    # torch.ao.quantization is deprecated in favour of torchao, but torchao quantises nn.Linear only, and
+    # the LSTM is nearly all of this model's work; torch.ao's dynamic LSTM ships in the torch we pin (2.11).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {nn.LSTM, nn.Linear}, dtype=torch.qint8), precision

@@ -36,12 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from asr.audio import SAMPLE_RATE, load_audio
+from asr.audio import SAMPLE_RATE, check_sample_rate, load_audio
 from asr.errors import InputError
 
 log = logging.getLogger(__name__)
 
 _READ_SECONDS = 5.0
+_READ_SAMPLES = 1 << 22  # at most per read, all channels together: 16 MB of float32
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -95,11 +96,13 @@ def _decode_blocks(sound, path: Path, block: int, sample_rate: int) -> Iterator[
     import soxr
 
     rate = sound.samplerate
+    check_sample_rate(path, rate)
     # One resampler for the whole file: it carries its filter state over block edges.
     stream = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
-    # Decode in reads of a few seconds whatever the block size, so that a many-channel file at a high rate
-    # costs little more memory than the mono blocks made from it.
-    frames_per_read = max(1, min(round(block * rate / sample_rate), round(_READ_SECONDS * rate)))
+    # Decode in reads of a few seconds (fewer frames when there are many channels) whatever the block size, so
+    # that a many-channel file at a high rate costs little more memory than the mono blocks made from it.
+    frames_per_read = max(1, min(round(block * rate / sample_rate), round(_READ_SECONDS * rate),
+                                 _READ_SAMPLES // sound.channels))
     pending, have = [], 0  # resampled audio not yet yielded (less than a block between reads)
     frames_read = 0
     while True:

@@ -21,17 +21,21 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": 
 _SEPARATORS = re.compile(r"[-\u2010-\u2015/_]+")
 _PUNCTUATION = re.compile(r"[.,!?;:\"()\[\]{}\u201c\u201d\u201e\u201a\u00ab\u00bb\u2039\u203a\u2026\u00bf\u00a1]+")
 _SPACES = re.compile(r"\s+")
+# Control and format characters other than whitespace (zero-width spaces, byte-order marks, soft hyphens)
+# are invisible and carry nothing spoken; lone surrogates could not even be written to a file.
+_INVISIBLE = {"Cc", "Cf", "Cs"}
 
 
 def normalize_text(text: str) -> str:
-    """Lower-case, strip accents and punctuation, unify apostrophes, collapse whitespace.
+    """Lower-case, strip accents, punctuation and invisible characters, unify apostrophes, collapse whitespace.
 
     Applied to training transcripts, to references before scoring and to hypotheses, so that WER
     compares words, not typography. Digits and non-Latin letters are kept: the tokenizer reports them.
     """
     # Apostrophes first: NFKD would turn the acute accent \u00b4 into a space and a combining mark.
     text = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
-    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = "".join(c for c in text if not unicodedata.combining(c)
+                   and (c.isspace() or unicodedata.category(c) not in _INVISIBLE))
     text = text.translate(_APOSTROPHES).lower()
     text = _SEPARATORS.sub(" ", text)
     text = _PUNCTUATION.sub("", text)

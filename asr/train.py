@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ class TrainConfig:
     out: str
     dev: str | None = None
     preset: str = "small"
+    dropout: float | None = None  # None: the preset's
     tokenizer: str = "char"
     epochs: int = 30
     lr: float = 2e-3
@@ -69,6 +70,7 @@ class TrainConfig:
     accumulate: int = 1  # batches whose gradients are summed into one optimizer step
     save_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: at epoch ends only)
     keep_last: int = 3  # step-N.pt checkpoints kept for averaging
+    keep_epochs: int = 0  # epoch-N.pt checkpoints (end of epoch, weights only) kept for averaging
     extra_metadata: dict = field(default_factory=dict)
 
 
@@ -88,8 +90,12 @@ def load_utterances(paths: list[str], what: str) -> list[Utterance]:
 
 def filter_trainable(utts: list[Utterance], tokenizer, cfg: TrainConfig) -> list[Utterance]:
     """Drop what CTC cannot learn from, and say how many and why."""
-    kept, dropped = [], {"too short": 0, "too long": 0, "transcript longer than the output frames": 0}
+    kept, dropped = [], {"too short": 0, "too long": 0, "empty transcript": 0,
+                         "transcript longer than the output frames": 0}
     for u in utts:
+        if not u.text.strip():  # in a speech corpus, more often a lost transcript than a silent recording
+            dropped["empty transcript"] += 1
+            continue
         if u.duration < cfg.min_duration:
             dropped["too short"] += 1
             continue
@@ -184,6 +190,10 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
         model_cfg = ModelConfig(**resume_state["model_config"])
     else:
         model_cfg = preset_config(cfg.preset, tokenizer.vocab_size, features.config.n_mels)
+        if cfg.dropout is not None:
+            if not 0.0 <= cfg.dropout < 1.0:
+                raise InputError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+            model_cfg = replace(model_cfg, dropout=cfg.dropout)
     model = Model(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%d training utterances (%.2f h), %d dev; preset %s, %s tokenizer (%d symbols), %.2fM parameters, %s",
@@ -312,8 +322,8 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                     t0 = clock(t0)
                     metadata = _metadata(cfg, progress["step"], epoch, {}, progress["elapsed"])
                     save_last(metadata, totals)
-                    _save_step_checkpoint(out, progress["step"], cfg.keep_last, model, tokenizer, features,
-                                          metadata)
+                    _save_numbered_checkpoint(out, "step", progress["step"], cfg.keep_last, model, tokenizer,
+                                              features, metadata)
         bar.close()
         clock(t0)
         train_seconds = progress["epoch_seconds"]
@@ -333,6 +343,9 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                 save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
             elif not dev_utts:  # without a dev set, the latest model is the best we know
                 save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
+            if cfg.keep_epochs:
+                _save_numbered_checkpoint(out, "epoch", epoch + 1, cfg.keep_epochs, model, tokenizer, features,
+                                          metadata)
         progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_batches=0, epoch_audio=0.0, epoch_seconds=0.0)
         if world.is_main:
             save_last(metadata)
@@ -390,11 +403,12 @@ def _drop_metrics_after(path: Path, completed_epochs: int) -> None:
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _save_step_checkpoint(out: Path, step: int, keep_last: int, model, tokenizer, features, metadata) -> None:
-    """`step-N.pt` (weights only, for `asr average`), keeping the newest `keep_last` of them."""
-    save_checkpoint(out / f"step-{step}.pt", model, tokenizer, features, metadata)
-    steps = sorted(out.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    for old in steps[:-keep_last] if keep_last > 0 else steps:
+def _save_numbered_checkpoint(out: Path, kind: str, number: int, keep: int, model, tokenizer, features,
+                              metadata) -> None:
+    """`step-N.pt` or `epoch-N.pt` (weights only, for `asr average`), keeping the newest `keep` of that kind."""
+    save_checkpoint(out / f"{kind}-{number}.pt", model, tokenizer, features, metadata)
+    saved = sorted(out.glob(f"{kind}-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    for old in saved[:-keep] if keep > 0 else saved:
         old.unlink(missing_ok=True)
 
 

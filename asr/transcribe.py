@@ -16,10 +16,10 @@ import torch
 from asr.audio import SAMPLE_RATE, audio_files, resample
 from asr.decoding import decoder_from_settings, greedy_decode
 from asr.errors import InputError
-from asr.model import SUBSAMPLING, load_checkpoint
+from asr.model import SUBSAMPLING, for_inference, load_checkpoint
 from asr.outputs import Segment, Transcript
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "an4-small.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "an4" / "model.pt"
 _PAD_FRAMES = 100  # feature frames (1 s) that a batch's padded length is a multiple of
 
 
@@ -33,14 +33,16 @@ class Transcriber:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu", decode=None,
-             decoder: dict | None = None) -> Transcriber:
+             decoder: dict | None = None, precision: str = "auto") -> Transcriber:
         """Load a checkpoint. The decoder is `decode` if given, else the one the checkpoint stores
-        (see `asr lm tune --save`) with the `decoder` settings laid over it, else greedy."""
+        (see `asr lm tune --save`) with the `decoder` settings laid over it, else greedy.
+        `precision`: auto, fp32, bf16 or int8 (see `asr.model.for_inference`)."""
         if path is None:
             path = DEFAULT_MODEL
             if not path.is_file():
                 raise InputError(f"{path}: bundled model not found; pass --model CHECKPOINT")
         model, tokenizer, features, metadata = load_checkpoint(path, device)
+        model, precision = for_inference(model, precision)
         settings = {"decoder": "custom"}
         if decode is None:
             settings = {**metadata.get("decoder", {}), **(decoder or {})}
@@ -48,6 +50,7 @@ class Transcriber:
             settings.setdefault("decoder", "greedy" if decode is greedy_decode else "beam")
         t = cls(model, tokenizer, features, metadata, device, decode)
         t.decoder_settings = settings  # what chose `decode`, for reports
+        t.precision = precision
         return t
 
     @torch.inference_mode()

@@ -2,11 +2,12 @@
 
     python bench/bench_decoding.py [--model CKPT] [--manifest data/an4/an4-dev.jsonl]
         [--lm-text data/an4/an4-train.jsonl | --lm LM.arpa] [--lm-weight 0.5 --word-score -0.5]
-        [--beam-size 50] [--threads 2] [--repeats 3]
+        [--beam-sizes 10 50] [--threads 2] [--repeats 5]
 
 The encoder (model forward) runs once per utterance, as `asr transcribe` runs it; every decoder then
 decodes the same stored emissions. Prints, per decoder, the median over repeats of the total decoding
-time, its ratio to the encoder time of the same run, and the WER and CER of its transcripts.
+time (median, min-max), its ratio to the encoder time of the same run, and the WER and CER of its
+transcripts.
 
 Without --lm, a 3-gram is built from the transcripts of --lm-text (default: the AN4 training
 manifest) with `asr.lm.build_arpa`. pyctcdecode runs when installed, with the same LM, beam size, LM
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_inference import timed  # bench/ is on the path when a script there runs
+from bench_inference import spread, timed, timings  # bench/ is on the path when a script there runs
 
 from asr.decoding import BeamOptions, beam_search, greedy_decode
 from asr.lm import build_arpa
@@ -79,9 +80,9 @@ def main() -> None:
     p.add_argument("--lm-text", default=str(REPO / "data" / "an4" / "an4-train.jsonl"))
     p.add_argument("--lm-weight", type=float, default=0.5)
     p.add_argument("--word-score", type=float, default=-0.5)
-    p.add_argument("--beam-size", type=int, default=50)
+    p.add_argument("--beam-sizes", type=int, nargs="+", default=[10, 50])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -97,28 +98,27 @@ def main() -> None:
         if lm is None:
             lm = str(Path(d) / "3gram.arpa")
             build_arpa((json.loads(line)["text"] for line in open(args.lm_text, encoding="utf-8")), 3, lm)
-        lm_options = BeamOptions(beam_size=args.beam_size, lm=lm, lm_weight=args.lm_weight,
-                                 word_score=args.word_score)
-        ours(emissions[:1], t.tokenizer, lm_options)  # load the LM outside the timing
+        ours(emissions[:1], t.tokenizer, BeamOptions(lm=lm))  # load the LM outside the timing
         encoder, _ = timed(lambda: encoder_seconds(t, utts), args.repeats)
-        runs = {
-            "greedy": lambda: greedy(emissions, t.tokenizer),
-            f"beam {args.beam_size}, no LM": lambda: ours(emissions, t.tokenizer, BeamOptions(args.beam_size)),
-            f"beam {args.beam_size} + 3-gram (ours)": lambda: ours(emissions, t.tokenizer, lm_options),
-        }
-        pyctc = pyctcdecode_decoder(t.tokenizer, lm, lm_options)
-        if pyctc is not None:
-            numpy_emissions = [lp.numpy() for lp in emissions]
-            runs[f"beam {args.beam_size} + 3-gram (pyctcdecode)"] = lambda: [
-                pyctc.decode(e, beam_width=args.beam_size) for e in numpy_emissions]
+        runs = {"greedy": lambda: greedy(emissions, t.tokenizer)}
+        numpy_emissions = [lp.numpy() for lp in emissions]
+        for size in args.beam_sizes:
+            lm_options = BeamOptions(beam_size=size, lm=lm, lm_weight=args.lm_weight, word_score=args.word_score)
+            runs[f"beam {size}, no LM"] = lambda size=size: ours(emissions, t.tokenizer, BeamOptions(size))
+            runs[f"beam {size} + 3-gram (ours)"] = lambda o=lm_options: ours(emissions, t.tokenizer, o)
+            pyctc = pyctcdecode_decoder(t.tokenizer, lm, lm_options)
+            if pyctc is not None:
+                runs[f"beam {size} + 3-gram (pyctcdecode)"] = lambda d=pyctc, size=size: [
+                    d.decode(e, beam_width=size) for e in numpy_emissions]
         print(f"{len(utts)} utterances, {audio / 60:.1f} min of audio, {args.threads} threads, "
               f"median of {args.repeats}")
         print(f"encoder (model forward): {encoder:.2f} s, RTF {encoder / audio:.4f}")
-        print(f"{'decoder':<36} {'seconds':>8} {'x encoder':>10} {'WER %':>7} {'CER %':>7}")
+        print("| decoder | seconds | x encoder | WER % | CER % |\n|---|---|---|---|---|")
         for name, fn in runs.items():
-            seconds, texts = timed(fn, args.repeats)
+            times, texts = timings(fn, args.repeats)
             s = score(refs, texts)
-            print(f"{name:<36} {seconds:>8.2f} {seconds / encoder:>10.3f} {100 * s.wer:>7.2f} {100 * s.cer:>7.2f}")
+            print(f"| {name} | {spread(times, '.3f')} | {spread([x / encoder for x in times], '.3f')} "
+                  f"| {100 * s.wer:.2f} | {100 * s.cer:.2f} |")
         if pyctc is None:
             print("pyctcdecode: not installed (pip install pyctcdecode kenlm), skipped")
 

@@ -38,13 +38,25 @@ def make_audio(seconds: float, path: Path) -> None:
     soundfile.write(path, np.concatenate(chunks)[: int(seconds * 16000)], 16000)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
+def timings(fn, repeats: int) -> tuple[list[float], object]:
+    """Seconds of each of `repeats` calls, and the last call's result."""
     times, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
+    return times, out
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median seconds of `repeats` calls, and the last call's result."""
+    times, out = timings(fn, repeats)
     return statistics.median(times), out
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """'median (min-max)' of `values`."""
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
 def main() -> None:

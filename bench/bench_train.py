@@ -1,16 +1,12 @@
-"""Training throughput on CPU and where the step time goes; FLOPs of every preset.
+"""Training throughput on CPU and where the step time goes.
 
     python bench/bench_train.py throughput [--presets small base] [--steps 20] [--threads 2]
-    python bench/bench_train.py flops
 
 `throughput`: the real training step (AN4 batches of --max-batch-seconds from the DataLoader with
 one worker, SpecAugment, forward, CTC loss, backward, clipping, AdamW) for each preset. It reports
 audio-seconds trained per second and the share of the step spent outside the model's forward and
 backward passes (waiting for data, the loss, clipping, the optimizer), medians over the steps
-after a warm-up.
-
-`flops`: forward FLOPs per second of audio for every preset, counted by torch's FlopCounterMode on
-one second of input (training costs about three times that: forward plus a backward of twice).
+after a warm-up. (FLOPs per preset: bench/bench_floor.py.)
 """
 
 from __future__ import annotations
@@ -21,20 +17,7 @@ import time
 
 import torch
 
-from asr.model import PRESETS, Model, count_parameters, preset_config
-
-
-def flops() -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    print("| preset | parameters | forward GFLOPs per audio second |")
-    print("|---|---|---|")
-    for name in PRESETS:
-        config = preset_config(name, 29)
-        model = Model(config).eval()
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(torch.randn(1, 101, 80), torch.tensor([101]))  # 1 s = 101 frames of 10 ms
-        print(f"| {name} | {count_parameters(config) / 1e6:.2f} M | {counter.get_total_flops() / 1e9:.3f} |")
+from asr.model import Model, preset_config
 
 
 def throughput(args) -> None:
@@ -86,13 +69,9 @@ def main() -> None:
     t.add_argument("--warmup", type=int, default=3)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--max-batch-seconds", type=float, default=40.0)
-    sub.add_parser("flops")
     args = p.parse_args()
-    if args.what == "flops":
-        flops()
-    else:
-        torch.set_num_threads(args.threads)
-        throughput(args)
+    torch.set_num_threads(args.threads)
+    throughput(args)
 
 
 if __name__ == "__main__":

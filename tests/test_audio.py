@@ -193,6 +193,19 @@ def test_log_mel_shape(n):
     assert torch.isfinite(feats).all()
 
 
+def test_log_mel_equals_librosa():
+    """The filter bank is torchaudio's Slaney one (faster to import); the features must be librosa's."""
+    import librosa
+
+    wave = _waves()[1]
+    ours = FeatureExtractor().log_mel(wave).numpy()
+    power = np.abs(librosa.stft(wave, n_fft=512, hop_length=160, win_length=400, window="hann",
+                                center=True, pad_mode="constant")) ** 2
+    theirs = np.log(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=512, n_mels=80) @ power + 1e-10).T
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 1e-3
+
+
 def test_ten_millisecond_clip():
     fx = FeatureExtractor()
     fx.set_stats(_waves())

@@ -111,20 +111,24 @@ def test_read_manifest_skips_and_reports_broken_lines(tmp_path):
     assert "duplicate" in problems[6] and "good1" in problems[6]
 
 
+def test_a_line_in_another_encoding_costs_that_line_only(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    good = [json.dumps({"id": i, "audio": f"{i}.wav", "duration": 1.0, "text": "caf\u00e9"}, ensure_ascii=False)
+            for i in ("a", "b")]
+    latin = json.dumps({"id": "c", "audio": "c.wav", "duration": 1.0, "text": "caf\u00e9"}, ensure_ascii=False)
+    manifest.write_bytes(b"\xef\xbb\xbf" + good[0].encode() + b"\n" + latin.encode("latin-1") + b"\n"
+                         + good[1].encode() + b"\n")
+    utts, problems = read_manifest(manifest)
+    assert [(u.id, u.text) for u in utts] == [("a", "caf\u00e9"), ("b", "caf\u00e9")]
+    assert len(problems) == 1 and problems[0].startswith(f"{manifest}:2: not UTF-8 text")
+
+
 def test_read_missing_manifest(tmp_path):
     path = tmp_path / "absent.jsonl"
     with pytest.raises(InputError, match="absent.jsonl"):
         read_manifest(path)
     with pytest.raises(InputError, match=str(tmp_path)):
         read_manifest(tmp_path)  # a directory
-
-
-def test_read_non_utf8_manifest(tmp_path):
-    path = tmp_path / "latin1.jsonl"
-    path.write_bytes('{"id": "a", "audio": "a.wav", "duration": 1, "text": "caf\u00e9"}\n'.encode("latin-1"))
-    with pytest.raises(InputError) as info:
-        read_manifest(path)
-    assert str(path) in str(info.value)
 
 
 # collate ----------------------------------------------------------------------------------------
@@ -324,6 +328,21 @@ def test_atomic_open_failure_keeps_the_old_file(tmp_path, exc):
             raise exc("boom")
     assert path.read_text(encoding="utf-8") == "old content\n"
     assert os.listdir(tmp_path) == ["file.txt"]  # no temporary file left behind
+
+
+def test_atomic_open_write_error_is_one_line_and_keeps_the_old_file(tmp_path):
+    import errno
+
+    from asr.errors import InputError
+
+    path = tmp_path / "file.txt"
+    atomic_write_text(path, "old content\n")
+    with pytest.raises(InputError, match=r"file.txt: could not write it \(No space left on device\)"):
+        with atomic_open(path, "w") as f:
+            f.write("half of the new")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert path.read_text(encoding="utf-8") == "old content\n"
+    assert os.listdir(tmp_path) == ["file.txt"]
 
 
 def test_atomic_open_failure_without_an_old_file(tmp_path):

@@ -23,14 +23,14 @@ import shutil, sys
 import asr.train
 from asr.cli import main
 
-save = asr.train._save_step_checkpoint
+save = asr.train._save_numbered_checkpoint
 
-def save_and_keep(out, step, *args):
-    save(out, step, *args)
-    if step == 3:
+def save_and_keep(out, kind, number, *args):
+    save(out, kind, number, *args)
+    if (kind, number) == ("step", 3):
         shutil.copy(out / "last.pt", out / "step-3-last.pt")
 
-asr.train._save_step_checkpoint = save_and_keep
+asr.train._save_numbered_checkpoint = save_and_keep
 sys.exit(main(["train", *sys.argv[1:]]))
 """
 

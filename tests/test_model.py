@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from asr.model import (
@@ -48,6 +49,25 @@ def test_padded_batch_equals_each_utterance_alone():
             torch.testing.assert_close(batched[i, :n], alone[0], atol=1e-5, rtol=1e-5)
 
 
+def test_bilstm_equals_a_packed_bidirectional_nn_lstm_and_loads_its_weights():
+    """The unpacked BiLSTM computes what nn.LSTM(bidirectional) over a packed batch does, and version-1
+    checkpoints (that module's weight names) load into it."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from asr.model import BiLSTM
+
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(6, 5, num_layers=3, bidirectional=True, batch_first=True).eval()
+    ours = BiLSTM(6, 5, num_layers=3, dropout=0.2).eval()
+    ours.load_state_dict(reference.state_dict())
+    lengths = torch.tensor([9, 4, 1, 7])
+    x = torch.randn(4, 9, 6)
+    with torch.no_grad():
+        expected, _ = reference(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        expected, _ = pad_packed_sequence(expected, batch_first=True, total_length=9)
+        torch.testing.assert_close(ours(x, lengths), expected, atol=1e-6, rtol=1e-5)  # zeros in the padding too
+
+
 def test_presets_and_parameter_counts():
     assert {"tiny", "small", "base", "large"} <= set(PRESETS)
     counts = [count_parameters(preset_config(name, 29)) for name in ["tiny", "small", "base", "large"]]
@@ -70,6 +90,32 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
         torch.testing.assert_close(loaded(x, torch.tensor([40]))[0], model(x, torch.tensor([40]))[0])
     assert tok2.tokens == tok.tokens and meta["note"] == "x"
     assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
+
+
+def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    """A disk that fills up halfway through torch.save: one-line error, the old checkpoint still loads."""
+    import errno
+
+    from asr.audio import FeatureExtractor
+    from asr.errors import InputError
+    from asr.text import CharTokenizer
+
+    model, tok, feats = _model(), CharTokenizer(), FeatureExtractor(mean=torch.zeros(80), std=torch.ones(80))
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model, tok, feats, {"step": 1})
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f):
+        real_save(obj, f)
+        f.truncate(f.tell() // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(InputError, match="last.pt: could not write it"):
+        save_checkpoint(path, model, tok, feats, {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)[3] == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
 def test_bad_checkpoints_are_refused(tmp_path):

@@ -68,10 +68,12 @@ def test_filter_drops_what_ctc_cannot_learn(caplog):
         Utterance("long", "x.wav", 12.0, "hi"),
         Utterance("dense", "x.wav", 0.6, "far too many letters for sixty milliseconds"),
         Utterance("digits", "x.wav", 2.0, "room 101"),
+        Utterance("empty", "x.wav", 2.0, " "),
     ]
     kept = filter_trainable(utts, tok, cfg)
     assert [u.id for u in kept] == ["ok", "digits"]
     assert "too short" in caplog.text and "too long" in caplog.text and "output frames" in caplog.text
+    assert "dropped 1 training utterances: empty transcript" in caplog.text
     assert "outside the vocabulary" in caplog.text and "'1' x2" in caplog.text
 
 

@@ -77,3 +77,40 @@ def test_bundled_model_loads_and_describes_itself():
     t = Transcriber.load()
     assert t.metadata["dev_wer"] is not None
     assert t.tokenizer.kind in ("char", "bpe")
+
+
+AN4_DEV_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "an4-dev-example.wav"
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL.is_file() and AN4_DEV_EXAMPLE.is_file()), reason="bundled model not present")
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_keeps_the_transcript_and_the_log_probs_close(precision):
+    full = Transcriber.load(precision="fp32")
+    reduced = Transcriber.load(precision=precision)
+    assert (full.precision, reduced.precision) == ("fp32", precision)
+    assert reduced.transcribe(AN4_DEV_EXAMPLE).text == full.transcribe(AN4_DEV_EXAMPLE).text
+    from asr.audio import load_audio
+
+    feats = full.features(load_audio(AN4_DEV_EXAMPLE)).unsqueeze(0)
+    lengths = torch.tensor([feats.shape[1]])
+    with torch.inference_mode():
+        a, _ = full.model(feats, lengths)
+        b, _ = reduced.model(feats, lengths)
+    assert b.dtype == torch.float32
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.97  # the best path barely moves
+    assert (a.exp() - b.exp()).abs().max() < 0.15  # and no posterior moves far
+
+
+def test_precision_choices_and_errors(checkpoint):
+    from asr.errors import InputError
+    from asr.model import for_inference, native_bf16
+
+    t = Transcriber.load(checkpoint)
+    assert t.precision == ("bf16" if native_bf16() else "fp32")  # auto on the CPU
+    model = Transcriber.load(checkpoint, precision="fp32").model
+    assert for_inference(model, "fp32") == (model, "fp32")
+    with pytest.raises(InputError, match="--precision must be one of"):
+        for_inference(model, "fp8")
+    with pytest.raises(InputError, match="CPU only"):
+        for_inference(model.to("meta"), "int8")
+    assert for_inference(model, "auto")[1] == "fp32"  # on a non-CPU device auto keeps fp32

@@ -247,7 +247,10 @@ def _add_train(sub) -> None:
     p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder for checkpoints and logs")
     p.add_argument("--preset", help="model size: tiny, small, base, large")
     p.add_argument("--tokenizer", help="char or bpe:N (N sentencepiece pieces)")
-    p.add_argument("--dropout", type=float, help="dropout between layers (default: the preset's)")
+    p.add_argument("--init", metavar="CKPT",
+                   help="fine-tune: start from this checkpoint's weights, tokenizer and feature statistics "
+                        "(network size from it, not --preset), with a fresh optimizer and schedule")
+    p.add_argument("--dropout", type=float, help="dropout between layers (default: the preset's or --init's)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
     p.add_argument("--weight-decay", type=float)

@@ -40,7 +40,8 @@ class TrainConfig:
     out: str
     dev: str | None = None
     preset: str = "small"
-    dropout: float | None = None  # None: the preset's
+    init: str | None = None  # start from this checkpoint's weights, tokenizer and features (fine-tuning)
+    dropout: float | None = None  # None: the preset's (or --init's)
     tokenizer: str = "char"
     epochs: int = 30
     lr: float = 2e-3
@@ -174,9 +175,13 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if cfg.resume and resume_state is None:
         log.warning("--resume: no %s yet, starting from scratch", out / "last.pt")
 
-    if resume_state:  # the tokenizer and feature statistics are part of what was trained
-        tokenizer = tokenizer_from_dict(resume_state["tokenizer"])
-        features = FeatureExtractor.from_dict(resume_state["features"])
+    # Fine-tuning (--init) keeps the network, tokenizer and feature statistics it starts from, with a fresh
+    # optimizer and schedule; a resumed run keeps everything.
+    init_state = read_checkpoint(cfg.init) if cfg.init and not resume_state else None
+    source = resume_state or init_state
+    if source:  # the tokenizer and feature statistics are part of what was trained
+        tokenizer = tokenizer_from_dict(source["tokenizer"])
+        features = FeatureExtractor.from_dict(source["features"])
     else:
         try:
             tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
@@ -189,12 +194,16 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if resume_state:  # the network is the one that was trained, whatever --preset says now
         model_cfg = ModelConfig(**resume_state["model_config"])
     else:
-        model_cfg = preset_config(cfg.preset, tokenizer.vocab_size, features.config.n_mels)
+        model_cfg = (ModelConfig(**init_state["model_config"]) if init_state
+                     else preset_config(cfg.preset, tokenizer.vocab_size, features.config.n_mels))
         if cfg.dropout is not None:
             if not 0.0 <= cfg.dropout < 1.0:
                 raise InputError(f"--dropout must be in [0, 1), got {cfg.dropout}")
             model_cfg = replace(model_cfg, dropout=cfg.dropout)
     model = Model(model_cfg).to(device)
+    if init_state:
+        model.load_state_dict(init_state["state_dict"])
+        log.info("starting from the weights of %s", cfg.init)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%d training utterances (%.2f h), %d dev; preset %s, %s tokenizer (%d symbols), %.2fM parameters, %s",
              len(train_utts), sum(u.duration for u in train_utts) / 3600, len(dev_utts), cfg.preset,
@@ -232,6 +241,10 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if resume_state:
         model.load_state_dict(resume_state["state_dict"])
         ts = resume_state["train_state"]
+        if "progress" not in ts:
+            raise InputError(f"{out / 'last.pt'}: written by an older asr train that did not record its place in "
+                             "the epoch, so it cannot be resumed exactly; start a new run, or fine-tune from it "
+                             "with --init")
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
         progress.update(ts["progress"])

@@ -110,6 +110,34 @@ def test_resume_keeps_the_trained_network(two_utterances, tmp_path):
     assert torch.load(out / "last.pt", weights_only=True)["model_config"]["hidden_size"] == 64
 
 
+def test_resuming_a_last_pt_without_its_place_in_the_epoch_is_a_clear_error(two_utterances, tmp_path):
+    from asr.errors import InputError
+
+    out = tmp_path / "run"
+    base = dict(train=[str(two_utterances)], out=str(out), preset="tiny", warmup_steps=2, workers=0)
+    train(TrainConfig(**base, epochs=1))
+    state = torch.load(out / "last.pt", weights_only=True)
+    del state["train_state"]["progress"]  # as written by asr train before mid-epoch resumption
+    torch.save(state, out / "last.pt")
+    with pytest.raises(InputError, match="cannot be resumed exactly; start a new run, or fine-tune from it"):
+        train(TrainConfig(**base, epochs=2, resume=True))
+
+
+def test_init_fine_tunes_from_a_checkpoint(two_utterances, tmp_path):
+    base = dict(train=[str(two_utterances)], warmup_steps=2, workers=0)
+    train(TrainConfig(**base, out=str(tmp_path / "first"), preset="tiny", tokenizer="bpe:8", epochs=1))
+    start = torch.load(tmp_path / "first" / "best.pt", weights_only=True)
+    # --preset and --tokenizer give way to the checkpoint's; with lr 0 the weights stay where they began.
+    train(TrainConfig(**base, out=str(tmp_path / "tuned"), init=str(tmp_path / "first" / "best.pt"),
+                      preset="small", epochs=1, lr=0.0, dropout=0.5))
+    tuned = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)
+    assert tuned["tokenizer"] == start["tokenizer"]
+    assert tuned["model_config"] == {**start["model_config"], "dropout": 0.5}
+    for name, tensor in start["state_dict"].items():
+        torch.testing.assert_close(tuned["state_dict"][name], tensor)
+    assert tuned["train_state"]["progress"]["step"] == 1  # its own step count, not carried on from the first run
+
+
 def test_bpe_tokenizer_travels_in_the_checkpoint(two_utterances, tmp_path):
     from asr.text import BPETokenizer
 

@@ -253,8 +253,8 @@ def for_inference(model: Model, precision: str = "auto") -> tuple[nn.Module, str
     and on GPUs). int8 (CPU only): the LSTM and linear layers' weights quantised to int8, their inputs
     quantised on the fly per batch ("dynamic" quantisation); the convolutions stay float. auto: bf16 on
     a CPU with native bfloat16, else fp32. On such a CPU bf16 made transcription 1.8x faster at the
-    same AN4 dev WER, while int8 was no faster than oneDNN's fp32 LSTM and cost 0.4 points of greedy
-    WER (BENCHMARKS.md, "Reduced precision").
+    same AN4 dev WER, while int8 was no faster than oneDNN's fp32 LSTM and cost 0.4-0.6 points of
+    greedy WER (BENCHMARKS.md, "Reduced precision").
     """
     if precision not in PRECISIONS:
         raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

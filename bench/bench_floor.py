@@ -29,7 +29,7 @@ import subprocess
 import time
 
 import torch
-from bench_inference import spread, timed  # bench/ is on sys.path when run as a script
+from bench_inference import spread, timings  # bench/ is on sys.path when run as a script
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from asr.model import PRESETS, Model, count_parameters, output_lengths, preset_config
@@ -72,8 +72,7 @@ def counted_flops(model: Model, frames: int) -> dict[str, int]:
 def repeat(fn, repeats: int) -> list[float]:
     """Seconds of each of `repeats` calls, after one warm-up call."""
     fn()
-    return [timed(fn, 1)[0] for _ in range(repeats)]
-
+    return timings(fn, repeats)[0]
 
 
 def cpu_name() -> str:

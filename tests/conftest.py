@@ -16,3 +16,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared speech data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random `tiny` character model with feature statistics: for tests where the transcript does not matter.
+    Read it, never write it: the session shares it."""
+    import numpy as np
+    import torch
+
+    from asr.audio import FeatureExtractor
+    from asr.model import Model, preset_config, save_checkpoint
+    from asr.text import CharTokenizer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer()
+    feats = FeatureExtractor()
+    feats.set_stats([np.random.default_rng(0).standard_normal(16000).astype(np.float32)])
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, Model(preset_config("tiny", tok.vocab_size)), tok, feats, {"what": "random tiny model"})
+    return path

@@ -20,11 +20,8 @@ import numpy as np
 import pytest
 import soundfile
 import soxr
-import torch
 
-from asr.audio import FeatureExtractor, load_audio
-from asr.model import Model, preset_config, save_checkpoint
-from asr.text import CharTokenizer
+from asr.audio import load_audio
 from asr.transcribe import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,16 +140,8 @@ def silence(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A small random model: for files whose transcript does not matter."""
-    torch.manual_seed(0)
-    tok = CharTokenizer()
-    model = Model(preset_config("tiny", tok.vocab_size))
-    feats = FeatureExtractor()
-    feats.set_stats([np.random.default_rng(0).standard_normal(16000).astype(np.float32)])
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, model, tok, feats, {"what": "random tiny model"})
-    return path
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

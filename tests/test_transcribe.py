@@ -5,22 +5,12 @@ import pytest
 import soundfile
 import torch
 
-from asr.audio import FeatureExtractor
-from asr.model import Model, preset_config, save_checkpoint
-from asr.text import CharTokenizer
 from asr.transcribe import DEFAULT_MODEL, Transcriber, drop_output_collisions, find_audio
 
 
 @pytest.fixture
-def checkpoint(tmp_path):
-    torch.manual_seed(0)
-    tok = CharTokenizer()
-    model = Model(preset_config("tiny", tok.vocab_size))
-    feats = FeatureExtractor()
-    feats.set_stats([np.random.default_rng(0).standard_normal(16000).astype(np.float32)])
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, model, tok, feats, {"what": "random tiny model"})
-    return path
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture

@@ -261,6 +261,9 @@ def _add_train(sub) -> None:
     p.add_argument("--min-duration", type=float, help="drop shorter utterances (s)")
     p.add_argument("--max-duration", type=float, help="drop longer utterances (s)")
     p.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", help="turn SpecAugment off")
+    p.add_argument("--freq-masks", type=int, metavar="N", help="SpecAugment frequency masks (up to 27 bins each)")
+    p.add_argument("--time-masks", type=int, metavar="N",
+                   help="SpecAugment time masks (up to 5 %% of the utterance each)")
     p.add_argument("--speed-perturb", action="store_true", help="play each utterance at 0.9, 1.0 or 1.1 speed")
     p.add_argument("--noise-dir", metavar="DIR", help="mix in noise from the audio files in DIR (recursively)")
     p.add_argument("--noise-snr", type=_snr_range, metavar="LOW,HIGH", help="SNR range in dB for --noise-dir")

@@ -252,9 +252,9 @@ def for_inference(model: Model, precision: str = "auto") -> tuple[nn.Module, str
     fp32: as trained. bf16: autocast (matmuls in bfloat16, fast where the CPU has AVX512-BF16 or AMX,
     and on GPUs). int8 (CPU only): the LSTM and linear layers' weights quantised to int8, their inputs
     quantised on the fly per batch ("dynamic" quantisation); the convolutions stay float. auto: bf16 on
-    a CPU with native bfloat16, else fp32. On such a CPU bf16 made transcription 1.8x faster at the
-    same AN4 dev WER, while int8 was no faster than oneDNN's fp32 LSTM and cost 0.4-0.6 points of
-    greedy WER (BENCHMARKS.md, "Reduced precision").
+    a CPU with native bfloat16, else fp32. On such a CPU bf16 made transcription 1.6-1.8x faster at the
+    same AN4 dev WER, while int8 was no faster than oneDNN's fp32 LSTM, and cost up to 0.6 points of
+    greedy WER on earlier AN4 models (BENCHMARKS.md, "Reduced precision").
     """
     if precision not in PRECISIONS:
         raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

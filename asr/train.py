@@ -54,6 +54,8 @@ class TrainConfig:
     min_duration: float = 0.1
     max_duration: float = 30.0
     spec_augment: bool = True
+    freq_masks: int = 2  # SpecAugment frequency masks of up to 27 bins
+    time_masks: int = 2  # SpecAugment time masks of up to 5 % of the utterance each
     speed_perturb: bool = False  # 0.9/1.0/1.1 speed, drawn per utterance
     noise_dir: str | None = None  # folder of noise files mixed in at a random SNR
     noise_snr: tuple[float, float] = (5.0, 20.0)  # dB
@@ -212,7 +214,8 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     wave_augment = [SpeedPerturb()] if cfg.speed_perturb else []
     if cfg.noise_dir:
         wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr))
-    dataset = SpeechDataset(train_utts, features, tokenizer, SpecAugment() if cfg.spec_augment else None,
+    spec_augment = SpecAugment(freq_masks=cfg.freq_masks, time_masks=cfg.time_masks) if cfg.spec_augment else None
+    dataset = SpeechDataset(train_utts, features, tokenizer, spec_augment,
                             seed=cfg.seed, wave_augment=wave_augment)
     # --max-batch-seconds is per process: the global batch under DDP is that times the world size.
     sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed,

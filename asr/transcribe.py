@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,11 @@ from asr.model import SUBSAMPLING, for_inference, load_checkpoint
 from asr.outputs import Segment, Transcript
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "an4" / "model.pt"
-_PAD_FRAMES = 100  # feature frames (1 s) that a batch's padded length is a multiple of
+_PAD_FRAMES = 25  # feature frames (0.25 s) that a batch's padded length is a multiple of
+# Segments are sorted by length in windows of this much audio (held in memory: 30 MB at 16 kHz) before
+# batching. On 10 min of AN4 speech cut at pauses (1-15 s segments), batches of 8 in time order were 47 %
+# padding; sorted in windows of 4 batches 32 %, of 480 s 21 % (BENCHMARKS.md, "Batching").
+_SORT_SECONDS = 480.0
 
 
 class Transcriber:
@@ -63,40 +68,48 @@ class Transcriber:
         (`asr.segment`), so memory stays bounded however long it is. The BiLSTM needs each segment
         whole, in both directions; a cut at a pause splits no word and costs it little context, and
         where there is no pause the segments overlap and each word comes from the one where it is
-        farther from an edge. `batch_size` segments go through the model together; silent ones are
-        skipped. Word times are seconds from the start of the audio.
+        farther from an edge. Silent segments are skipped; the others go through the model
+        `batch_size` at a time, batched by length among the next `_SORT_SECONDS` of audio so
+        that little of a batch is padding. Word times are seconds from the start of the audio.
         """
         from asr.segment import segments
 
         chunks = segments(self._blocks(audio, sample_rate), max_seconds=max_segment_seconds,
                           min_seconds=min_segment_seconds, overlap_seconds=min(2.0, min_segment_seconds / 2),
                           split_pause_seconds=split_pause_seconds)
-        parts: list[Segment] = []
-        alternatives: list = []
+        decoded: list[tuple[Segment, list]] = []
         duration = 0.0
-        batch: list = []
         heap = _HeapTrimmer()
-        for chunk in chunks:
-            duration = chunk.end
-            if not chunk.silent:
-                batch.append(chunk)
-            if len(batch) == batch_size:
-                parts += self._decode_chunks(batch, alternatives)
-                batch = []
-                heap.check()
-        if batch:
-            parts += self._decode_chunks(batch, alternatives)
+        for window, end in speech_windows(chunks, _SORT_SECONDS):
+            decoded += self._decode_by_length(window, batch_size)
+            duration = end
+            heap.check()
+        parts = [part for part, _ in decoded]
         words = [w for part in parts for w in part.words]
         text = " ".join(part.text for part in parts)
-        alternatives = alternatives if len(parts) == 1 else []  # n-best of a whole long file means nothing
+        # The n-best of a single segment; that of a whole long file would mean nothing.
+        alternatives = decoded[0][1] if len(decoded) == 1 else []
         return Transcript(text, round(duration, 3), parts, words, alternatives)
 
-    def _decode_chunks(self, chunks: list, alternatives: list) -> list[Segment]:
-        """Model and decoder over a batch of chunks -> one Segment per chunk that kept any word."""
+    def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list]]:
+        """Decode `chunks` in batches of similar length -> (Segment, n-best) for each chunk that kept
+        a word, in time order. A batch runs the LSTM over its longest member's frames, so batching
+        neighbours in time (lengths cut at pauses vary 1-30 s) spent up to half of it on padding."""
+        results: dict[int, tuple[Segment, list]] = {}
+        for batch in batches_by_length([len(c.audio) for c in chunks], batch_size):
+            for i, result in zip(batch, self._decode_chunks([chunks[i] for i in batch]), strict=True):
+                if result is not None:
+                    results[i] = result
+        return [results[i] for i in sorted(results)]
+
+    def _decode_chunks(self, chunks: list) -> list[tuple[Segment, list] | None]:
+        """Model and decoder over a batch of chunks -> for each chunk, (Segment, n-best) or None if it
+        kept no word."""
         feats = [self.features(c.audio) for c in chunks]  # each (T, F)
         lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
-        # Padded to whole seconds, so that batch tensors come in few sizes, which the heap reuses
-        # instead of fragmenting (see _HeapTrimmer): the padding costs under 3 % more frames.
+        # Padded to a multiple of 0.25 s, so that batch tensors come in fewer sizes, which the heap reuses
+        # instead of fragmenting (see _HeapTrimmer). Whole seconds cost 9 % more time on a minute of
+        # speech for no gain in memory once segments were sorted by length (BENCHMARKS.md, "Batching").
         longest = -(-max(f.shape[0] for f in feats) // _PAD_FRAMES) * _PAD_FRAMES
         padded = torch.zeros(len(feats), longest, feats[0].shape[1])
         for i, f in enumerate(feats):
@@ -104,16 +117,18 @@ class Transcriber:
         padded = padded.to(self.device)
         log_probs, out_lengths = self.model(padded, lengths)  # (B, T', V)
         frame_seconds = self.features.config.frame_seconds * SUBSAMPLING
-        parts = []
+        results: list[tuple[Segment, list] | None] = []
         for chunk, hyp in zip(chunks, self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds), strict=True):
             shifted = [replace(w, start=round(w.start + chunk.start, 3), end=round(w.end + chunk.start, 3))
                        for w in hyp.words]
             kept = [w for w in shifted if chunk.owns((w.start + w.end) / 2)]
-            if kept:
-                text = hyp.text if len(kept) == len(shifted) else " ".join(w.word for w in kept)
-                parts.append(Segment(kept[0].start, kept[-1].end, text, kept))
-                alternatives[:] = [{"text": t, "score": round(sc, 3)} for t, sc in hyp.alternatives]
-        return parts
+            if not kept:
+                results.append(None)
+                continue
+            text = hyp.text if len(kept) == len(shifted) else " ".join(w.word for w in kept)
+            alternatives = [{"text": t, "score": round(sc, 3)} for t, sc in hyp.alternatives]
+            results.append((Segment(kept[0].start, kept[-1].end, text, kept), alternatives))
+        return results
 
     def _blocks(self, audio, sample_rate: int | None):
         from asr.segment import read_blocks
@@ -140,14 +155,36 @@ class Transcriber:
         return resample(wave, sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else wave
 
 
+def speech_windows(chunks: Iterable, seconds: float) -> Iterator[tuple[list, float]]:
+    """The non-silent chunks in windows of at least `seconds` of audio (the last one may be shorter or
+    empty), each with the end time of the last chunk read, silent or not."""
+    window: list = []
+    samples, end = 0, 0.0
+    for chunk in chunks:
+        end = chunk.end
+        if not chunk.silent:
+            window.append(chunk)
+            samples += len(chunk.audio)
+        if samples >= seconds * SAMPLE_RATE:
+            yield window, end
+            window, samples = [], 0
+    yield window, end
+
+
+def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices of `lengths` sorted by length, in batches of `batch_size`: the batching of a window of segments."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[start: start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 class _HeapTrimmer:
     """Give freed heap memory back to the system when the resident size has grown by `slack` bytes.
 
     glibc keeps the memory of freed tensors whose sizes vary from batch to batch (every segment has
     its own length) in its heaps rather than returning it, so an hour of audio ratcheted the
     resident size up from 0.7 to 1.45 GB although little of it was live. Padding batches to whole
-    seconds halves that growth; `malloc_trim` after 96 MB of growth bounds the rest (BENCHMARKS.md).
-    Elsewhere than glibc this does nothing.
+    seconds halved that growth (0.25 s, with batches sorted by length, does as well); `malloc_trim`
+    after 96 MB of growth bounds the rest (BENCHMARKS.md). Elsewhere than glibc this does nothing.
     """
 
     def __init__(self, slack: int = 96 << 20):

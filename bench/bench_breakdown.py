@@ -15,8 +15,8 @@ Stages, each timed --repeats times (median, min, max):
   building the lexicon, which happens at the first decode), in a fresh child each time, as in a run;
 - in this process, with the model loaded and warmed up, the steps of Transcriber.transcribe one
   after the other on the whole file: audio read + resampling + segmentation (no model), log-mel
-  features of every segment, the encoder over batches of 8 segments padded as Transcriber pads
-  them, the decoder over those emissions; then `write_outputs` in all formats;
+  features of every segment, the encoder over batches of 8 segments grouped and padded as
+  Transcriber does, the decoder over those emissions; then `write_outputs` in all formats;
 - the in-process Transcriber.transcribe of the file (the sum of the four steps should be close),
   and the end-to-end `asr transcribe FILE --format all --output-dir TMP --threads N` in a child
   (the sum of all stages should be close).
@@ -46,7 +46,7 @@ from bench_inference import make_audio, timed  # bench/ is on the path when a sc
 from asr.model import SUBSAMPLING
 from asr.outputs import FORMATS, SubtitleOptions, write_outputs
 from asr.segment import segments
-from asr.transcribe import _PAD_FRAMES, Transcriber
+from asr.transcribe import _PAD_FRAMES, _SORT_SECONDS, Transcriber, batches_by_length, speech_windows
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 8  # Transcriber.transcribe's default batch size
@@ -58,7 +58,7 @@ STAGES = {"start": "Python start (`python -c pass`)",
           "decoder": "decoder construction (LM + lexicon, at the first decode)",
           "read": "audio read + resampling + segmentation",
           "features": "log-mel features",
-          "encoder": f"encoder (batches of {BATCH}, padded)",
+          "encoder": f"encoder (batches of {BATCH} by length, padded)",
           "decoding": "decoding",
           "write": f"writing ({len(FORMATS)} formats)"}
 
@@ -92,8 +92,9 @@ def stage_steps(t: Transcriber, path: Path, times: dict[str, list[float]]):
     """One pass of Transcriber.transcribe's steps on `path`, each step on the whole file, timed into `times`."""
     s, chunks = timed(lambda: list(segments(t._blocks(path, None), **SEGMENTING)), 1)
     times["read"].append(s)
-    speech = [c for c in chunks if not c.silent]
-    batches = [speech[i: i + BATCH] for i in range(0, len(speech), BATCH)]
+    batches = []  # as Transcriber.transcribe batches them: by length within windows of speech
+    for window, _ in speech_windows(chunks, _SORT_SECONDS):
+        batches += [[window[i] for i in b] for b in batches_by_length([len(c.audio) for c in window], BATCH)]
     s, feats = timed(lambda: [[t.features(c.audio) for c in batch] for batch in batches], 1)
     times["features"].append(s)
 
@@ -110,7 +111,7 @@ def stage_steps(t: Transcriber, path: Path, times: dict[str, list[float]]):
     frame_seconds = t.features.config.frame_seconds * SUBSAMPLING
     s, _ = timed(lambda: [list(t.decode(lp, n, t.tokenizer, frame_seconds)) for lp, n in emissions], 1)
     times["decoding"].append(s)
-    return len(chunks), len(speech), len(batches)
+    return len(chunks), sum(len(b) for b in batches), len(batches)
 
 
 def machine() -> str:

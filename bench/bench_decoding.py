@@ -2,7 +2,7 @@
 
     python bench/bench_decoding.py [--model CKPT] [--manifest data/an4/an4-dev.jsonl]
         [--lm-text data/an4/an4-train.jsonl | --lm LM.arpa] [--lm-weight 0.5 --word-score -0.5]
-        [--beam-sizes 10 50] [--threads 2] [--repeats 5]
+        [--beam-sizes 10 50] [--beam-thresholds 25] [--threads 2] [--repeats 5]
 
 The encoder (model forward) runs once per utterance, as `asr transcribe` runs it; every decoder then
 decodes the same stored emissions. Prints, per decoder, the median over repeats of the total decoding
@@ -23,6 +23,7 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -81,6 +82,8 @@ def main() -> None:
     p.add_argument("--lm-weight", type=float, default=0.5)
     p.add_argument("--word-score", type=float, default=-0.5)
     p.add_argument("--beam-sizes", type=int, nargs="+", default=[10, 50])
+    p.add_argument("--beam-thresholds", type=float, nargs="+", default=[25.0],
+                   help="beam thresholds of the beam + LM rows (each with every beam size)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
@@ -105,7 +108,10 @@ def main() -> None:
         for size in args.beam_sizes:
             lm_options = BeamOptions(beam_size=size, lm=lm, lm_weight=args.lm_weight, word_score=args.word_score)
             runs[f"beam {size}, no LM"] = lambda size=size: ours(emissions, t.tokenizer, BeamOptions(size))
-            runs[f"beam {size} + 3-gram (ours)"] = lambda o=lm_options: ours(emissions, t.tokenizer, o)
+            for threshold in args.beam_thresholds:
+                o = replace(lm_options, beam_threshold=threshold)
+                name = f"beam {size} + 3-gram, threshold {threshold:g} (ours)"
+                runs[name] = lambda o=o: ours(emissions, t.tokenizer, o)
             pyctc = pyctcdecode_decoder(t.tokenizer, lm, lm_options)
             if pyctc is not None:
                 runs[f"beam {size} + 3-gram (pyctcdecode)"] = lambda d=pyctc, size=size: [

@@ -1,6 +1,7 @@
 """Reduced precision for inference: speed of the whole transcription path and WER, fp32 against bf16 and int8.
 
-    python bench/bench_precision.py [--model CKPT] [--seconds 60] [--threads 2] [--repeats 5] [--floor-rtf X]
+    python bench/bench_precision.py [--model CKPT] [--seconds 60] [--threads 2] [--repeats 5] [--batch-size 8]
+        [--floor-rtf X]
 
 For each of fp32, bf16 (autocast) and int8 (dynamic quantisation of the LSTMs and linear layers; see
 asr.model.for_inference):
@@ -39,6 +40,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=8, help="segments per model batch (Transcriber.transcribe)")
     p.add_argument("--floor-rtf", type=float, help="fp32 encoder floor RTF (bench_floor.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -54,7 +56,7 @@ def main() -> None:
             t.transcribe(path)  # warm-up
         for _ in range(args.repeats):
             for name, t in models.items():
-                whole[name].append(timed(lambda t=t: t.transcribe(path), 1)[0])
+                whole[name].append(timed(lambda t=t: t.transcribe(path, batch_size=args.batch_size), 1)[0])
                 with torch.inference_mode():
                     forward[name].append(timed(lambda t=t: t.model(feats, lengths), 1)[0])
     n = args.seconds

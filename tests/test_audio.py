@@ -288,8 +288,10 @@ def test_spec_augment_different_seeds_give_different_masks():
     assert len(masks) >= 7
 
 
-def test_spec_augment_masks_with_zero_and_keeps_the_rest():
-    aug, feats = SpecAugment(), _feats()
+@pytest.mark.parametrize("aug", [SpecAugment(), SpecAugment(freq_masks=0, time_masks=10)],
+                         ids=["default", "time-only"])  # the second as `asr train --freq-masks 0 --time-masks 10`
+def test_spec_augment_masks_with_zero_and_keeps_the_rest(aug):
+    feats = _feats()
     before = feats.clone()
     total_masked = 0
     for seed in range(10):

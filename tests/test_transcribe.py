@@ -104,3 +104,22 @@ def test_precision_choices_and_errors(checkpoint):
     with pytest.raises(InputError, match="CPU only"):
         for_inference(model.to("meta"), "int8")
     assert for_inference(model, "auto")[1] == "fp32"  # on a non-CPU device auto keeps fp32
+
+
+def test_segments_batched_by_length_come_back_in_time_order(shared_data):
+    """Segments go through the model sorted by length (Transcriber._decode_by_length); the transcript
+    must still follow the audio, and equal decoding each segment alone."""
+    from asr.audio import load_audio
+
+    files = sorted((shared_data / "an4" / "wav" / "an4_clstk").glob("*/*.sph"))[:9]
+    if len(files) < 9:
+        pytest.skip("no AN4 sphere files")
+    pause = np.zeros(16000, dtype=np.float32)
+    audio = np.concatenate([x for f in files for x in (load_audio(f), pause)])
+    t = Transcriber.load(precision="fp32")
+    alone = t.transcribe(audio, sample_rate=16000, batch_size=1)
+    batched = t.transcribe(audio, sample_rate=16000, batch_size=3)
+    assert len(batched.segments) >= 6  # cut at the pauses into segments of different lengths
+    assert [s.start for s in batched.segments] == sorted(s.start for s in batched.segments)
+    assert batched.text == alone.text
+    assert [(w.word, w.start) for w in batched.words] == [(w.word, w.start) for w in alone.words]

@@ -23,8 +23,8 @@ from asr.outputs import Segment, Transcript
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "an4" / "model.pt"
 _PAD_FRAMES = 25  # feature frames (0.25 s) that a batch's padded length is a multiple of
 # Segments are sorted by length in windows of this much audio (held in memory: 30 MB at 16 kHz) before
-# batching. On 10 min of AN4 speech cut at pauses (1-15 s segments), batches of 8 in time order were 47 %
-# padding; sorted in windows of 4 batches 32 %, of 480 s 21 % (BENCHMARKS.md, "Batching").
+# batching. On 10 min of AN4 speech cut at pauses (1-15 s segments), batches of 8 in time order were 45 %
+# padding; sorted within windows of 120 s 21 %, of 480 s 13 % (BENCHMARKS.md, "Batching").
 _SORT_SECONDS = 480.0
 
 

@@ -105,17 +105,8 @@ class Transcriber:
     def _decode_chunks(self, chunks: list) -> list[tuple[Segment, list] | None]:
         """Model and decoder over a batch of chunks -> for each chunk, (Segment, n-best) or None if it
         kept no word."""
-        feats = [self.features(c.audio) for c in chunks]  # each (T, F)
-        lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
-        # Padded to a multiple of 0.25 s, so that batch tensors come in fewer sizes, which the heap reuses
-        # instead of fragmenting (see _HeapTrimmer). Whole seconds cost 9 % more time on a minute of
-        # speech for no gain in memory once segments were sorted by length (BENCHMARKS.md, "Batching").
-        longest = -(-max(f.shape[0] for f in feats) // _PAD_FRAMES) * _PAD_FRAMES
-        padded = torch.zeros(len(feats), longest, feats[0].shape[1])
-        for i, f in enumerate(feats):
-            padded[i, : f.shape[0]] = f
-        padded = padded.to(self.device)
-        log_probs, out_lengths = self.model(padded, lengths)  # (B, T', V)
+        padded, lengths = pad_batch([self.features(c.audio) for c in chunks])
+        log_probs, out_lengths = self.model(padded.to(self.device), lengths.to(self.device))  # (B, T', V)
         frame_seconds = self.features.config.frame_seconds * SUBSAMPLING
         results: list[tuple[Segment, list] | None] = []
         for chunk, hyp in zip(chunks, self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds), strict=True):
@@ -153,6 +144,23 @@ class Transcriber:
         if wave.ndim != 1 or wave.size == 0:
             raise ValueError(f"expected a non-empty 1-D or (samples, channels) array, got shape {wave.shape}")
         return resample(wave, sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else wave
+
+
+def padded_frames(frames: int) -> int:
+    """The frames a batch whose longest member has `frames` is padded to: a multiple of 0.25 s, so that
+    batch tensors come in fewer sizes, which the heap reuses instead of fragmenting (see _HeapTrimmer).
+    Whole seconds cost 9 % more time on a minute of speech for no gain in memory once segments were
+    sorted by length (BENCHMARKS.md, "Batching")."""
+    return -(-frames // _PAD_FRAMES) * _PAD_FRAMES
+
+
+def pad_batch(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(T_i, F)] features -> ((B, T, F) zero-padded to `padded_frames` of the longest, lengths (B,))."""
+    lengths = torch.tensor([f.shape[0] for f in feats])
+    padded = torch.zeros(len(feats), padded_frames(int(lengths.max())), feats[0].shape[1])
+    for i, f in enumerate(feats):
+        padded[i, : f.shape[0]] = f
+    return padded, lengths
 
 
 def speech_windows(chunks: Iterable, seconds: float) -> Iterator[tuple[list, float]]:

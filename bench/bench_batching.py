@@ -25,9 +25,10 @@ from bench_breakdown import SEGMENTING  # bench/ is on the path when a script th
 from bench_inference import make_audio, spread, timed
 
 from asr import transcribe
+from asr.audio import FeatureConfig
 from asr.decoding import greedy_decode
 from asr.segment import segments
-from asr.transcribe import _PAD_FRAMES, Transcriber, batches_by_length, speech_windows
+from asr.transcribe import Transcriber, batches_by_length, padded_frames, speech_windows
 
 
 def in_time_order(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -40,11 +41,10 @@ def padding_share(chunks: list, batch_size: int, window: float | None) -> float:
     (window None: in time order)."""
     real = padded = 0
     for part, _ in speech_windows(chunks, window or transcribe._SORT_SECONDS):
-        frames = [1 + len(c.audio) // 160 for c in part]
+        frames = [1 + len(c.audio) // FeatureConfig().hop_length for c in part]  # as FeatureExtractor.log_mel
         for batch in (in_time_order if window is None else batches_by_length)(frames, batch_size):
-            longest = -(-max(frames[i] for i in batch) // _PAD_FRAMES) * _PAD_FRAMES
             real += sum(frames[i] for i in batch)
-            padded += longest * len(batch)
+            padded += padded_frames(max(frames[i] for i in batch)) * len(batch)
     return 1 - real / padded
 
 

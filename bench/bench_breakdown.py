@@ -46,7 +46,7 @@ from bench_inference import make_audio, timed  # bench/ is on the path when a sc
 from asr.model import SUBSAMPLING
 from asr.outputs import FORMATS, SubtitleOptions, write_outputs
 from asr.segment import segments
-from asr.transcribe import _PAD_FRAMES, _SORT_SECONDS, Transcriber, batches_by_length, speech_windows
+from asr.transcribe import _SORT_SECONDS, Transcriber, batches_by_length, pad_batch, speech_windows
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 8  # Transcriber.transcribe's default batch size
@@ -98,15 +98,7 @@ def stage_steps(t: Transcriber, path: Path, times: dict[str, list[float]]):
     s, feats = timed(lambda: [[t.features(c.audio) for c in batch] for batch in batches], 1)
     times["features"].append(s)
 
-    def encode(fs):  # as Transcriber._decode_chunks pads and runs a batch
-        lengths = torch.tensor([f.shape[0] for f in fs])
-        longest = -(-max(f.shape[0] for f in fs) // _PAD_FRAMES) * _PAD_FRAMES
-        padded = torch.zeros(len(fs), longest, fs[0].shape[1])
-        for i, f in enumerate(fs):
-            padded[i, : f.shape[0]] = f
-        return t.model(padded, lengths)
-
-    s, emissions = timed(lambda: [encode(fs) for fs in feats], 1)
+    s, emissions = timed(lambda: [t.model(*pad_batch(fs)) for fs in feats], 1)  # as Transcriber._decode_chunks
     times["encoder"].append(s)
     frame_seconds = t.features.config.frame_seconds * SUBSAMPLING
     s, _ = timed(lambda: [list(t.decode(lp, n, t.tokenizer, frame_seconds)) for lp, n in emissions], 1)

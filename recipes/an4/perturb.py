@@ -39,7 +39,9 @@ def with_noise(wave: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray
 
 
 def telephone(wave: np.ndarray) -> np.ndarray:
-    """300-3400 Hz through an 8 kHz channel, back at 16 kHz."""
+    """300-3400 Hz through an 8 kHz channel, back at 16 kHz. The band edges are cut in the spectrum of the
+    whole utterance (a brick wall) rather than with a biquad filter such as torchaudio's bandpass, whose
+    gentle slopes would leave the 0-300 Hz and 3.4-4 kHz bands partly in."""
     narrow = resample(wave, SAMPLE_RATE, 8000)
     spectrum = np.fft.rfft(narrow)
     freqs = np.fft.rfftfreq(len(narrow), 1 / 8000)

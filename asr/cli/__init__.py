@@ -1,0 +1,47 @@
+"""The `asr` command: prepare, train, evaluate, transcribe. argparse only; heavy imports happen per command.
+
+One module per command (or pair of related ones): each has `add_<command>(subparsers)`, which declares the
+options, and the function the parsed arguments are handed to.
+
+Every subcommand exits 0 on success, 1 when something failed (with a one-line `error:` message per
+problem on stderr, never a traceback for bad input) and 2 for invalid usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from asr.cli import evaluate, lm, prepare, train, transcribe
+from asr.errors import InputError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.func(args) or 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from asr import __version__
+
+    parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition.")
+    parser.add_argument("--version", action="version", version=f"asr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    prepare.add_prepare(sub)
+    prepare.add_doctor(sub)
+    train.add_train(sub)
+    train.add_average(sub)
+    evaluate.add_evaluate(sub)
+    lm.add_lm(sub)
+    transcribe.add_transcribe(sub)
+    return parser

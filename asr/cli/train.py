@@ -1,0 +1,134 @@
+"""`asr train` and `asr average`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class _TrainHelp(argparse.Action):
+    """--help for `asr train`, with each option's default and the preset table.
+
+    Both come from `TrainConfig` and the presets, which import torch, so they are filled in only
+    when help is asked for; every other use of `asr` starts without torch.
+    """
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from asr.model import PRESETS, count_parameters
+        from asr.train import TrainConfig
+
+        defaults = vars(TrainConfig(train=[], out=""))
+        for action in parser._actions:
+            if action.dest in defaults and action.nargs != 0 and defaults[action.dest] not in (None, [], ""):
+                action.help = f"{action.help or ''} (default: {defaults[action.dest]})".lstrip()
+        rows = [f"  {name:<6} {c.num_layers} x BiLSTM {c.hidden_size:>4}, conv {c.conv_channels} ch: "
+                f"{count_parameters(c) / 1e6:6.2f}M parameters" for name, c in PRESETS.items()]
+        parser.epilog = "presets (character vocabulary):\n" + "\n".join(rows)
+        parser.print_help()
+        parser.exit()
+
+
+def add_train(sub) -> None:
+    # Options left out take TrainConfig's defaults (argparse.SUPPRESS keeps them out of the namespace).
+    p = sub.add_parser("train", help="train a model on manifests", add_help=False,
+                       argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a BiLSTM-CTC model. Writes RUNDIR/last.pt (resumable), "
+                                   "RUNDIR/best.pt (lowest dev WER), metrics.jsonl and train.log.")
+    p.add_argument("-h", "--help", action=_TrainHelp, help="show this help (with defaults and preset sizes) and exit")
+    p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s)")
+    p.add_argument("--dev", metavar="MANIFEST", help="dev manifest: greedy WER after every epoch picks best.pt")
+    p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder for checkpoints and logs")
+    p.add_argument("--preset", help="model size: tiny, small, base, large")
+    p.add_argument("--tokenizer", help="char or bpe:N (N sentencepiece pieces)")
+    p.add_argument("--init", metavar="CKPT",
+                   help="fine-tune: start from this checkpoint's weights, tokenizer and feature statistics "
+                        "(network size from it, not --preset), with a fresh optimizer and schedule")
+    p.add_argument("--dropout", type=float, help="dropout between layers (default: the preset's or --init's)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-steps", type=int, help="linear warm-up, then cosine decay")
+    p.add_argument("--max-batch-seconds", type=float,
+                   help="audio seconds per batch, padding included (batches are bucketed by duration)")
+    p.add_argument("--grad-clip", type=float, help="maximum gradient norm")
+    p.add_argument("--min-duration", type=float, help="drop shorter utterances (s)")
+    p.add_argument("--max-duration", type=float, help="drop longer utterances (s)")
+    p.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", help="turn SpecAugment off")
+    p.add_argument("--freq-masks", type=int, metavar="N", help="SpecAugment frequency masks (up to 27 bins each)")
+    p.add_argument("--time-masks", type=int, metavar="N",
+                   help="SpecAugment time masks (up to 5 %% of the utterance each)")
+    p.add_argument("--speed-perturb", action="store_true", help="play each utterance at 0.9, 1.0 or 1.1 speed")
+    p.add_argument("--noise-dir", metavar="DIR", help="mix in noise from the audio files in DIR (recursively)")
+    p.add_argument("--noise-snr", type=_snr_range, metavar="LOW,HIGH", help="SNR range in dB for --noise-dir")
+    p.add_argument("--shuffle-first-epoch", dest="sorted_first_epoch", action="store_false",
+                   help="shuffle the first epoch too (by default it runs shortest utterances first)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU; fp16 adds a gradient scaler; CTC stays fp32")
+    p.add_argument("--accumulate", type=int, help="batches whose gradients make one optimizer step")
+    p.add_argument("--save-every", type=int, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps: RUNDIR/last.pt and RUNDIR/step-N.pt")
+    p.add_argument("--keep-last", type=int, metavar="K", help="how many step-N.pt checkpoints to keep")
+    p.add_argument("--keep-epochs", type=int, metavar="K",
+                   help="also save RUNDIR/epoch-N.pt at every epoch's end and keep the newest K (for asr average)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUNDIR/last.pt exactly where it stopped, mid-epoch included")
+    p.set_defaults(func=_train)
+
+
+def _snr_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in dB, e.g. 5,20; got {text!r}") from None
+    if low > high:
+        raise argparse.ArgumentTypeError(f"LOW must not exceed HIGH, got {text!r}")
+    return low, high
+
+
+def _train(args) -> int:
+    from dataclasses import fields
+
+    from asr.train import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    train(cfg)
+    return 0
+
+
+def add_average(sub) -> None:
+    p = sub.add_parser("average", help="average several checkpoints' weights into one",
+                       usage="asr average CKPT CKPT [CKPT ...] --out OUT.pt\n"
+                             "       asr average --last K --run RUNDIR --out OUT.pt",
+                       description="Write one checkpoint whose weights are the element-wise mean of the inputs' "
+                                   "(e.g. the last few epochs of a run). The inputs must share the model "
+                                   "config, tokenizer and feature settings; optimizer state is not kept.")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT", help="checkpoints to average (at least 2)")
+    p.add_argument("--last", type=int, metavar="K",
+                   help="with --run: average the K checkpoints with the most training steps")
+    p.add_argument("--run", metavar="RUNDIR", help="with --last: the run folder's step-*.pt and epoch-*.pt files")
+    p.add_argument("--out", required=True, metavar="OUT.pt", help="checkpoint file to write")
+    p.set_defaults(func=_average, parser=p)
+
+
+def _average(args) -> int:
+    from asr.average import find_last_checkpoints, write_average
+
+    if (args.last is None) != (args.run is None):
+        args.parser.error("--last and --run go together")
+    if args.last is not None:
+        if args.checkpoints:
+            args.parser.error("give either checkpoint files or --last K --run RUNDIR, not both")
+        paths = find_last_checkpoints(args.run, args.last)
+    else:
+        if len(args.checkpoints) < 2:
+            args.parser.error("give at least 2 checkpoints (or --last K --run RUNDIR)")
+        paths = args.checkpoints
+    write_average(paths, args.out)
+    print(f"{args.out}: average of {len(paths)} checkpoints")
+    return 0

@@ -1,0 +1,151 @@
+"""`asr transcribe`: audio files, folders, globs and standard input to text and subtitles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from asr.cli import options
+from asr.errors import InputError
+
+
+def add_transcribe(sub) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio files, folders, globs or standard input",
+                       description="Transcribe audio files (wav, flac, ogg, sph, mp3, ...), folders (searched "
+                                   "recursively), glob patterns ('talks/**/*.flac', quoted) and '-' (standard "
+                                   "input). Long recordings are read in blocks and cut at pauses, so memory stays "
+                                   "bounded whatever the length. Without --output-dir the text goes to standard "
+                                   "output. Unreadable files are reported, skipped and listed at the end; the exit "
+                                   "code is 1 if any failed.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, glob patterns, or - for stdin")
+    p.add_argument("--model", help="checkpoint (default: the bundled model)")
+    options.add_decoder_options(p, nbest=True)
+    out = p.add_argument_group("output")
+    out.add_argument("--format", default="txt",
+                     help="comma-separated output formats from txt, json, srt, vtt, tsv, or 'all' (default txt)")
+    out.add_argument("--output-dir", metavar="DIR",
+                     help="write <name>.<format> files here, mirroring the tree of folder and glob inputs")
+    out.add_argument("--skip-existing", action="store_true",
+                     help="skip inputs whose every requested output file already exists (resume a batch job)")
+    out.add_argument("--max-line-chars", type=int, default=42, metavar="N",
+                     help="srt/vtt: characters per subtitle line (default 42)")
+    out.add_argument("--max-lines", type=int, default=2, metavar="N", help="srt/vtt: lines per cue (default 2)")
+    out.add_argument("--max-cue-seconds", type=float, default=7.0, metavar="S",
+                     help="srt/vtt: longest cue (default 7)")
+    out.add_argument("--pause-seconds", type=float, default=0.6, metavar="S",
+                     help="srt/vtt: a longer pause between words starts a new cue (default 0.6)")
+    run = p.add_argument_group("running")
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    options.add_precision(run)
+    run.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: torch's choice)")
+    run.add_argument("--batch-size", type=int, default=8, metavar="N",
+                     help="segments of a recording run through the model together (default 8)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
+    seg = p.add_argument_group("long recordings", "Audio is cut into segments at pauses and decoded segment by "
+                                                  "segment; word times stay relative to the file's start.")
+    seg.add_argument("--max-segment-seconds", type=float, default=30.0, metavar="S",
+                     help="longest segment; where no pause comes, cut here with 2 s of overlap (default 30)")
+    seg.add_argument("--min-segment-seconds", type=float, default=1.0, metavar="S",
+                     help="no cut before a segment is this long (default 1)")
+    seg.add_argument("--split-pause", type=float, default=0.5, metavar="S",
+                     help="end a segment at the first pause this long (default 0.5, suiting models trained on "
+                          "single utterances); 0: cut only near --max-segment-seconds, at the best pause")
+    p.set_defaults(func=_transcribe)
+
+
+def _parse_formats(spec: str) -> list[str]:
+    from asr.outputs import FORMATS
+
+    formats = list(FORMATS) if spec == "all" else [f.strip() for f in spec.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise InputError(f"--format: unknown format {', '.join(unknown) or spec!r}; choose from "
+                         f"{', '.join(FORMATS)} or all")
+    return formats
+
+
+def _transcribe(args) -> int:
+    import contextlib
+    import tempfile
+    import time
+
+    from asr.outputs import SubtitleOptions, write_outputs
+    from asr.transcribe import Transcriber, drop_output_collisions, find_audio, stdin_to_file
+
+    formats = _parse_formats(args.format)
+    subtitle = SubtitleOptions(max_line_chars=args.max_line_chars, max_lines=args.max_lines,
+                               max_cue_seconds=args.max_cue_seconds, pause_seconds=args.pause_seconds)
+    if args.output_dir is None and formats != ["txt"]:
+        raise InputError(f"--format {args.format} writes files: add --output-dir DIR")
+    if args.skip_existing and args.output_dir is None:
+        raise InputError("--skip-existing needs --output-dir")
+    for name in ("threads", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.min_segment_seconds <= args.max_segment_seconds:
+        raise InputError("need 0 < --min-segment-seconds <= --max-segment-seconds")
+    if args.split_pause and args.split_pause < 0.3:
+        raise InputError("--split-pause must be 0 (off) or at least 0.3 s, the shortest pause detected")
+    with contextlib.ExitStack() as stack:
+        paths, stdin = list(args.paths), None
+        if "-" in paths:
+            stdin = stdin_to_file(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="asr-"))))
+            paths = [str(stdin) if p == "-" else p for p in paths]
+        files, failures = find_audio(paths)
+        files = [(f, Path("stdin") if f == stdin else stem) for f, stem in files]
+        if args.output_dir is not None:
+            files, collisions = drop_output_collisions(files)
+            failures += collisions
+        total = len(files) + len(failures)
+        for problem in failures:
+            print(f"error: {problem}", file=sys.stderr)
+        if args.skip_existing:
+            out = Path(args.output_dir)
+            todo = [(f, stem) for f, stem in files
+                    if not all((out / stem).with_name(stem.name + "." + fmt).is_file() for fmt in formats)]
+            if len(todo) < len(files):
+                print(f"skipping {len(files) - len(todo)} inputs whose outputs exist", file=sys.stderr)
+            files = todo
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        transcriber = (Transcriber.load(args.model, args.device, decoder=options.decoder_overrides(args),
+                                        precision=args.precision) if files else None)
+        bar = _files_progress(len(files), args.no_progress)
+        audio_seconds, start = 0.0, time.perf_counter()
+        for path, stem in files:
+            try:
+                result = transcriber.transcribe(path, batch_size=args.batch_size,
+                                                max_segment_seconds=args.max_segment_seconds,
+                                                min_segment_seconds=args.min_segment_seconds,
+                                                split_pause_seconds=args.split_pause or None)
+            except InputError as e:
+                bar.write(f"error: {e}", file=sys.stderr)
+                failures.append(str(e))
+                bar.update()
+                continue
+            audio_seconds += result.duration
+            rtf = (time.perf_counter() - start) / max(audio_seconds, 1e-9)
+            bar.set_postfix({"audio": f"{audio_seconds / 3600:.2f} h", "RTF": f"{rtf:.3f}"}, refresh=False)
+            bar.update()
+            if args.output_dir is None:
+                name = "-" if path == stdin else path
+                bar.write(result.text if len(files) == 1 else f"{name}\t{result.text}", file=sys.stdout)
+                sys.stdout.flush()
+            else:
+                write_outputs(result, Path(args.output_dir) / stem, formats, subtitle)
+        bar.close()
+    if failures:
+        print(f"{len(failures)} of {total} inputs failed:", file=sys.stderr)
+        for f in failures:
+            print(f"  {f}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _files_progress(total: int, off: bool):
+    """A bar over files on standard error: shown on a terminal only, never in logs or pipes."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", disable=True if off else None, dynamic_ncols=True, leave=False)

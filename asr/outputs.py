@@ -36,6 +36,9 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     words: list[Word] = field(default_factory=list)  # every segment's words, in order
     alternatives: list[dict] = field(default_factory=list)  # beam search's next best: {"text", "score"}
+    # Set when the file is damaged part-way: why reading stopped. The transcript then covers the audio
+    # before the damage (`duration` seconds), rather than the whole job losing it.
+    error: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,7 +49,7 @@ class Transcript:
         segments = [Segment(s["start"], s["end"], s["text"], [Word(**w) for w in s.get("words", [])])
                     for s in d.get("segments", [])]
         words = [Word(**w) for w in d.get("words", [])]
-        return cls(d["text"], d["duration"], segments, words, list(d.get("alternatives", [])))
+        return cls(d["text"], d["duration"], segments, words, list(d.get("alternatives", [])), d.get("error"))
 
 
 @dataclass(frozen=True)

@@ -61,10 +61,11 @@ def read_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int 
 
     Errors are `InputError`s naming the file, raised on the first iteration for a missing, empty or
     unreadable file (the same messages as `load_audio`). Damage found part-way (a decoder that loses
-    sync, NaN or infinite samples) raises after the blocks before it have been yielded: a streaming
-    reader learns that a file is damaged only when it gets there, and the caller may keep what came
-    before. A file that merely ends early (a truncated wav, sph, ogg or mp3) is read to its real end
-    without an error, as `load_audio` does, and a warning is logged when its header promised more.
+    sync, NaN or infinite samples) raises after all the audio decoded before it has been yielded (the
+    last block shorter): a streaming reader learns that a file is damaged only when it gets there, and
+    the caller may keep what came before. A file that merely ends early (a truncated wav, sph, ogg or
+    mp3) is read to its real end without an error, as `load_audio` does, and a warning is logged when
+    its header promised more.
     """
     if block_seconds <= 0:
         raise ValueError(f"block_seconds must be positive, not {block_seconds}")
@@ -110,11 +111,13 @@ def _decode_blocks(sound, path: Path, block: int, sample_rate: int) -> Iterator[
             # read(), not blocks(): blocks() trusts the header's length and pads a short read with stale data.
             data = sound.read(frames_per_read, dtype="float32", always_2d=True)  # (N, C)
         except Exception as e:
+            yield from _flush(pending, stream)
             raise InputError(f"{path}: cannot read audio after {frames_read / rate:.1f} s ({_reason(e)})") from None
         if len(data) == 0:
             break
         if not np.all(np.isfinite(data)):
             bad = frames_read + int(np.argmin(np.all(np.isfinite(data), axis=1)))
+            yield from _flush(pending, stream)
             raise InputError(f"{path}: contains NaN or infinite samples (the first at {bad / rate:.1f} s)")
         frames_read += len(data)
         mono = np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])  # (N,)
@@ -131,11 +134,17 @@ def _decode_blocks(sound, path: Path, block: int, sample_rate: int) -> Iterator[
     if sound.seekable() and 0 < frames_read < sound.frames:
         log.warning("%s: ends after %.1f s although its header announces %.1f s (truncated?)",
                     path, frames_read / rate, sound.frames / rate)
-    if stream is not None:
-        pending.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    rest = np.concatenate(pending)
+    rest = np.concatenate(list(_flush(pending, stream)) or [np.zeros(0, np.float32)])
     for i in range(0, len(rest), block):
         yield rest[i : i + block]
+
+
+def _flush(pending: list[np.ndarray], stream) -> Iterator[np.ndarray]:
+    """The audio decoded but not yet yielded, with the resampler's tail: a last, short block."""
+    if stream is not None:
+        pending = [*pending, stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)]
+    if pending and sum(map(len, pending)):
+        yield np.concatenate(pending)
 
 
 def _reason(error: Exception) -> str:

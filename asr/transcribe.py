@@ -71,10 +71,15 @@ class Transcriber:
         farther from an edge. Silent segments are skipped; the others go through the model
         `batch_size` at a time, batched by length among the next `_SORT_SECONDS` of audio so
         that little of a batch is padding. Word times are seconds from the start of the audio.
+
+        A file that cannot be read at all raises `InputError`. One damaged part-way (a decoder that
+        loses sync, NaN samples) gives the transcript of the audio before the damage, with the reason
+        in `Transcript.error`: an hour-long recording is not lost to one bad stretch near its end.
         """
         from asr.segment import segments
 
-        chunks = segments(self._blocks(audio, sample_rate), max_seconds=max_segment_seconds,
+        damage: list[str] = []
+        chunks = segments(self._blocks(audio, sample_rate, damage), max_seconds=max_segment_seconds,
                           min_seconds=min_segment_seconds, overlap_seconds=min(2.0, min_segment_seconds / 2),
                           split_pause_seconds=split_pause_seconds)
         decoded: list[tuple[Segment, list]] = []
@@ -89,7 +94,7 @@ class Transcriber:
         text = " ".join(part.text for part in parts)
         # The n-best of a single segment; that of a whole long file would mean nothing.
         alternatives = decoded[0][1] if len(decoded) == 1 else []
-        return Transcript(text, round(duration, 3), parts, words, alternatives)
+        return Transcript(text, round(duration, 3), parts, words, alternatives, damage[0] if damage else None)
 
     def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list]]:
         """Decode `chunks` in batches of similar length -> (Segment, n-best) for each chunk that kept
@@ -121,11 +126,21 @@ class Transcriber:
             results.append((Segment(kept[0].start, kept[-1].end, text, kept), alternatives))
         return results
 
-    def _blocks(self, audio, sample_rate: int | None):
+    def _blocks(self, audio, sample_rate: int | None, damage: list[str]):
+        """Mono blocks of `audio`. Where a file turns out damaged after some of it was read, the error
+        goes into `damage` and the blocks end there, so the audio before it is still transcribed."""
         from asr.segment import read_blocks
 
         if isinstance(audio, (str, Path)):
-            yield from read_blocks(audio, block_seconds=10.0)
+            started = False
+            try:
+                for block in read_blocks(audio, block_seconds=10.0):
+                    started = True
+                    yield block
+            except InputError as e:
+                if not started:
+                    raise
+                damage.append(str(e))
             return
         wave = self._waveform(audio, sample_rate)
         block = 10 * SAMPLE_RATE

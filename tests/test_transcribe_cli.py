@@ -93,6 +93,27 @@ def test_a_long_recording_becomes_valid_subtitles(long_recording, tmp_path):
     assert tsv[0] == "start\tend\ttext" and len(tsv) == len(result["segments"]) + 1
 
 
+def test_a_recording_damaged_part_way_keeps_the_transcript_before_the_damage(long_recording, tmp_path):
+    path, reference, duration = long_recording
+    damaged = tmp_path / "damaged.flac"
+    data = path.read_bytes()
+    damaged.write_bytes(data[: len(data) * 2 // 3])  # the FLAC decoder fails about 2 minutes in
+    proc = run("transcribe", damaged, "--format", "txt,json", "--output-dir", tmp_path / "out",
+               "--decoder", "greedy", "--threads", "2")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    problem = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(problem) == 1 and "damaged.flac: cannot read audio after" in problem[0], proc.stderr
+    assert "1 of 1 inputs failed" in proc.stderr
+    result = json.loads((tmp_path / "out" / "damaged.json").read_text())
+    assert result["error"] in problem[0]
+    assert 0.5 * duration < result["duration"] < 0.8 * duration
+    # The text is that of the recording's first part: scored against as many words of the reference.
+    words = result["text"].split()
+    assert len(words) > 0.4 * len(reference.split())
+    assert word_errors(" ".join(reference.split()[: len(words)]), result["text"]).rate < 0.25
+    assert (tmp_path / "out" / "damaged.txt").read_text().split() == words
+
+
 def test_subtitle_options(long_recording, tmp_path):
     path, _, _ = long_recording
     proc = run("transcribe", path, "--format", "srt", "--output-dir", tmp_path, "--decoder", "greedy",

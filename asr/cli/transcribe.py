@@ -15,8 +15,9 @@ def add_transcribe(sub) -> None:
                                    "recursively), glob patterns ('talks/**/*.flac', quoted) and '-' (standard "
                                    "input). Long recordings are read in blocks and cut at pauses, so memory stays "
                                    "bounded whatever the length. Without --output-dir the text goes to standard "
-                                   "output. Unreadable files are reported, skipped and listed at the end; the exit "
-                                   "code is 1 if any failed.")
+                                   "output. Unreadable files are reported, skipped and listed at the end; a file "
+                                   "damaged part-way is transcribed up to the damage and listed too. The exit code "
+                                   "is 1 if any failed.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, glob patterns, or - for stdin")
     p.add_argument("--model", help="checkpoint (default: the bundled model)")
     options.add_decoder_options(p, nbest=True)
@@ -125,6 +126,10 @@ def _transcribe(args) -> int:
                 failures.append(str(e))
                 bar.update()
                 continue
+            if result.error:  # damaged part-way: what came before is transcribed and written, and reported
+                problem = f"{result.error}; transcribed the {result.duration:.1f} s before it"
+                bar.write(f"error: {problem}", file=sys.stderr)
+                failures.append(problem)
             audio_seconds += result.duration
             rtf = (time.perf_counter() - start) / max(audio_seconds, 1e-9)
             bar.set_postfix({"audio": f"{audio_seconds / 3600:.2f} h", "RTF": f"{rtf:.3f}"}, refresh=False)

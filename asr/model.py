@@ -69,8 +69,13 @@ class Model(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(2 * config.hidden_size, config.vocab_size)
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, T, F), lengths (B,) -> log-probs (B, T', V), output lengths (B,)."""
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, intermediate: int | None = None):
+        """feats (B, T, F), lengths (B,) -> log-probs (B, T', V), output lengths (B,).
+
+        With `intermediate=k` (1 <= k < num_layers), also the log-probs that the output layer gives for
+        the k-th LSTM layer's output (B, T', V), a third value: intermediate CTC (Lee & Watanabe, 2021)
+        trains with a loss on them too, which adds no parameter.
+        """
         x = feats.unsqueeze(1)  # (B, 1, T, F)
         # Zero the padding before and between the convolutions, so that a frame near the end of
         # an utterance sees the same zeros batched as alone (the conv's own zero padding).
@@ -83,9 +88,11 @@ class Model(nn.Module):
         b, c, t, f = x.shape
         x = x.permute(0, 2, 1, 3).reshape(b, t, c * f)  # (B, T', C*F/4)
         x = self.dropout(self.norm(self.proj(x)))  # (B, T', H)
-        x = self.lstm(x, out_lengths.to(x.device))  # (B, T', 2H)
-        logits = self.out(self.dropout(x))  # (B, T', V)
-        return logits.log_softmax(dim=-1), out_lengths
+        x, inner = self.lstm(x, out_lengths.to(x.device), keep=intermediate)  # (B, T', 2H) each
+        log_probs = self.out(self.dropout(x)).log_softmax(dim=-1)  # (B, T', V)
+        if intermediate is None:
+            return log_probs, out_lengths
+        return log_probs, out_lengths, self.out(self.dropout(inner)).log_softmax(dim=-1)
 
 
 class BiLSTM(nn.Module):
@@ -110,8 +117,13 @@ class BiLSTM(nn.Module):
         self.dropout = nn.Dropout(dropout if num_layers > 1 else 0.0)  # between layers, as nn.LSTM's
         self._register_load_state_dict_pre_hook(_from_nn_lstm_keys)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D), lengths (B,) on x's device -> (B, T, 2H)."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, D), lengths (B,) on x's device -> (B, T, 2H), and the output of layer `keep` (counted
+        from 1; (B, T, 2H)) or None."""
+        if keep is not None and not 1 <= keep < len(self.layers):
+            raise ValueError(f"intermediate layer must be in 1..{len(self.layers) - 1}, not {keep}")
+        kept = None
         steps = torch.arange(x.shape[1], device=x.device)
         valid = steps[None, :] < lengths[:, None]  # (B, T)
         # The permutation that reverses each row's first lengths[b] frames and leaves its padding in
@@ -123,7 +135,9 @@ class BiLSTM(nn.Module):
             forward, _ = layer["fwd"](x)
             backward, _ = layer["bwd"](x.gather(1, order.expand(-1, -1, x.shape[2])))
             x = torch.cat([forward, backward.gather(1, order.expand(-1, -1, backward.shape[2]))], dim=2)
-        return x * valid[:, :, None]
+            if i + 1 == keep:
+                kept = x * valid[:, :, None]
+        return x * valid[:, :, None], kept
 
 
 def _from_nn_lstm_keys(state_dict, prefix, *_):

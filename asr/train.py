@@ -59,6 +59,10 @@ class TrainConfig:
     speed_perturb: bool = False  # 0.9/1.0/1.1 speed, drawn per utterance
     noise_dir: str | None = None  # folder of noise files mixed in at a random SNR
     noise_snr: tuple[float, float] = (5.0, 20.0)  # dB
+    # Intermediate CTC (Lee & Watanabe, 2021): the loss is (1 - w) x CTC(last layer) + w x CTC(the output
+    # layer applied to LSTM layer `inter_ctc_layer`, default the middle one). Training only: no parameter.
+    inter_ctc_weight: float = 0.0
+    inter_ctc_layer: int | None = None
     sorted_first_epoch: bool = True
     seed: int = 0
     workers: int = 1
@@ -135,6 +139,20 @@ def ctc_loss(log_probs, out_lengths, targets, target_lengths) -> torch.Tensor:
                       blank=0, reduction="mean", zero_infinity=True)
 
 
+def _inter_ctc_layer(cfg: TrainConfig, num_layers: int) -> int | None:
+    """The LSTM layer (from 1) that intermediate CTC reads, or None when it is off."""
+    if not 0.0 <= cfg.inter_ctc_weight < 1.0:
+        raise InputError(f"--inter-ctc must be in [0, 1), got {cfg.inter_ctc_weight}")
+    if cfg.inter_ctc_weight == 0.0:
+        return None
+    if num_layers < 2:
+        raise InputError("--inter-ctc needs a model with 2 or more LSTM layers")
+    layer = (num_layers + 1) // 2 if cfg.inter_ctc_layer is None else cfg.inter_ctc_layer
+    if not 1 <= layer < num_layers:
+        raise InputError(f"--inter-ctc-layer {layer}: must be 1 to {num_layers - 1} for {num_layers} LSTM layers")
+    return layer
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train to `cfg.out`: last.pt (resumable), best.pt (by dev WER), metrics.jsonl, train.log.
 
@@ -203,6 +221,7 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                 raise InputError(f"--dropout must be in [0, 1), got {cfg.dropout}")
             model_cfg = replace(model_cfg, dropout=cfg.dropout)
     model = Model(model_cfg).to(device)
+    inter_layer = _inter_ctc_layer(cfg, model_cfg.num_layers)
     if init_state:
         model.load_state_dict(init_state["state_dict"])
         log.info("starting from the weights of %s", cfg.init)
@@ -300,12 +319,19 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
             # the next group, whose last micro-batch syncs it. (A skipped forward that ran in sync leaves DDP set to
             # all-reduce the next backward, no_sync or not: harmless, as averaging sums of gradients is linear.)
             with distributed.gradient_sync(net, ends_group):
+                targets, target_lengths = batch.targets.to(device), batch.target_lengths.to(device)
                 with autocast():
-                    log_probs, out_lengths = net(batch.feats.to(device), batch.lengths.to(device))
-                loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device), batch.target_lengths.to(device))
-                if not distributed.all_true(bool(torch.isfinite(loss)), world):
+                    outputs = net(batch.feats.to(device), batch.lengths.to(device), intermediate=inter_layer)
+                log_probs, out_lengths = outputs[:2]
+                loss = ctc_loss(log_probs, out_lengths, targets, target_lengths)  # what is logged
+                if inter_layer is not None:
+                    inter = ctc_loss(outputs[2], out_lengths, targets, target_lengths)
+                    objective = (1 - cfg.inter_ctc_weight) * loss + cfg.inter_ctc_weight * inter
+                else:
+                    objective = loss
+                if not distributed.all_true(bool(torch.isfinite(objective)), world):
                     bad_in_a_row += 1
-                    if not torch.isfinite(loss):
+                    if not torch.isfinite(objective):
                         log.warning("step %d: non-finite loss, batch skipped (ids: %s)", progress["step"],
                                     ", ".join(batch.ids[:8]))
                     if bad_in_a_row >= cfg.max_bad_batches:
@@ -314,7 +340,7 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                     optimizer.zero_grad(set_to_none=True)  # also drops what this accumulation had gathered
                     continue
                 bad_in_a_row = 0
-                scaler.scale(loss / cfg.accumulate).backward()
+                scaler.scale(objective / cfg.accumulate).backward()
             progress["epoch_loss"] += loss.item()
             progress["epoch_batches"] += 1
             progress["epoch_audio"] += float(batch.lengths.sum()) * features.config.frame_seconds

@@ -65,7 +65,7 @@ def test_bilstm_equals_a_packed_bidirectional_nn_lstm_and_loads_its_weights():
     with torch.no_grad():
         expected, _ = reference(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
         expected, _ = pad_packed_sequence(expected, batch_first=True, total_length=9)
-        torch.testing.assert_close(ours(x, lengths), expected, atol=1e-6, rtol=1e-5)  # zeros in the padding too
+        torch.testing.assert_close(ours(x, lengths)[0], expected, atol=1e-6, rtol=1e-5)  # zeros in the padding too
 
 
 def test_presets_and_parameter_counts():
@@ -150,3 +150,24 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
     with pytest.raises(InputError, match="evil.pt"):
         read_checkpoint(evil)
     assert "this must never run" not in capsys.readouterr().out
+
+
+def test_intermediate_output_reads_the_chosen_layer_through_the_output_layer():
+    torch.manual_seed(0)
+    model = Model(preset_config("small", 29)).eval()
+    feats, lengths = torch.randn(2, 50, 80), torch.tensor([50, 31])
+    with torch.no_grad():
+        log_probs, out_lengths = model(feats, lengths)
+        again, same_lengths, inner = model(feats, lengths, intermediate=2)
+    torch.testing.assert_close(again, log_probs)
+    assert torch.equal(same_lengths, out_lengths) and inner.shape == log_probs.shape
+    torch.testing.assert_close(inner.exp().sum(-1), torch.ones(2, inner.shape[1]))
+    # Its loss reaches the layers up to the chosen one and the output layer, not the layers above.
+    model.train()
+    _, _, inner = model(feats, lengths, intermediate=1)
+    inner.sum().backward()
+    layers = model.lstm.layers
+    assert layers[0]["fwd"].weight_ih_l0.grad.abs().sum() > 0 and model.out.weight.grad.abs().sum() > 0
+    assert layers[1]["fwd"].weight_ih_l0.grad is None and layers[2]["bwd"].weight_hh_l0.grad is None
+    with pytest.raises(ValueError, match="intermediate layer must be in 1..2"):
+        model(feats, lengths, intermediate=3)

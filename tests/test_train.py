@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from asr.data import Utterance, write_manifest
+from asr.errors import InputError
 from asr.evaluate import decode_utterances
 from asr.model import load_checkpoint
 from asr.text import CharTokenizer
@@ -191,3 +192,19 @@ def test_mixed_precision_trains_with_float32_weights_and_resumes(two_utterances,
     assert all(v.dtype == torch.float32 for v in state["state_dict"].values() if v.is_floating_point())
     assert all(math.isfinite(json.loads(x)["train_loss"]) for x in (out / "metrics.jsonl").read_text().splitlines())
     assert bool(state["train_state"]["scaler"]) == (precision == "fp16")  # the scale travels for resume
+
+
+def test_intermediate_ctc_changes_the_objective_not_the_model(two_utterances, tmp_path):
+    base = dict(train=[str(two_utterances)], preset="small", epochs=1, warmup_steps=1, workers=0, seed=0)
+    train(TrainConfig(**base, out=str(tmp_path / "plain")))
+    summary = train(TrainConfig(**base, out=str(tmp_path / "inter"), inter_ctc_weight=0.3))
+    plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)
+    inter = torch.load(tmp_path / "inter" / "last.pt", weights_only=True)
+    assert inter["state_dict"].keys() == plain["state_dict"].keys()  # no parameter added
+    assert inter["metadata"]["train_config"]["inter_ctc_weight"] == 0.3
+    changed = [k for k in plain["state_dict"] if not torch.equal(plain["state_dict"][k], inter["state_dict"][k])]
+    assert "lstm.layers.0.fwd.weight_ih_l0" in changed and summary["steps"] == 1
+    with pytest.raises(InputError, match="2 or more LSTM layers"):
+        train(TrainConfig(**{**base, "preset": "tiny"}, out=str(tmp_path / "tiny"), inter_ctc_weight=0.3))
+    with pytest.raises(InputError, match="--inter-ctc-layer 3: must be 1 to 2"):
+        train(TrainConfig(**base, out=str(tmp_path / "bad"), inter_ctc_weight=0.3, inter_ctc_layer=3))

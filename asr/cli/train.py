@@ -62,6 +62,11 @@ def add_train(sub) -> None:
     p.add_argument("--speed-perturb", action="store_true", help="play each utterance at 0.9, 1.0 or 1.1 speed")
     p.add_argument("--noise-dir", metavar="DIR", help="mix in noise from the audio files in DIR (recursively)")
     p.add_argument("--noise-snr", type=_snr_range, metavar="LOW,HIGH", help="SNR range in dB for --noise-dir")
+    p.add_argument("--inter-ctc", dest="inter_ctc_weight", type=float, metavar="W",
+                   help="intermediate CTC: weight W in [0, 1) of a second CTC loss on a middle LSTM layer's output "
+                        "(through the same output layer; nothing is added to the model)")
+    p.add_argument("--inter-ctc-layer", type=int, metavar="K",
+                   help="the LSTM layer (from 1) intermediate CTC reads (default: the middle one, 2 of 3)")
     p.add_argument("--shuffle-first-epoch", dest="sorted_first_epoch", action="store_false",
                    help="shuffle the first epoch too (by default it runs shortest utterances first)")
     p.add_argument("--seed", type=int)

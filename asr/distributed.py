@@ -78,6 +78,34 @@ def sum_over_ranks(values: list[float], world: World) -> list[float]:
     return t.tolist()
 
 
+def rng_states(world: World) -> list[dict]:
+    """Every rank's random state, in rank order: torch's CPU generator, and the GPU's when on one.
+
+    Dropout draws from them, and each rank draws as much as its own batches need, so the ranks' states
+    part ways; a resumed run gives each rank back its own (`restore_rng`). A collective under DDP.
+    """
+    state = {"cpu": torch.get_rng_state()}
+    if world.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(world.device)
+    if world.size == 1:
+        return [state]
+    states: list = [None] * world.size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def restore_rng(states: list[dict], world: World) -> bool:
+    """Set this rank's random state from `rng_states`' list; False when that came from another number of
+    ranks (nothing is set)."""
+    if len(states) != world.size:
+        return False
+    mine = states[world.rank]
+    torch.set_rng_state(mine["cpu"])
+    if "cuda" in mine and world.device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], world.device)
+    return True
+
+
 def barrier(world: World) -> None:
     if world.size > 1:
         dist.barrier()

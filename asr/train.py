@@ -272,7 +272,14 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
         progress.update(ts["progress"])
         if not world.is_main:  # the epoch's sums so far are all ranks' together: rank 0 carries them on
             progress.update({k: 0 for k in EPOCH_SUMS})
-        torch.set_rng_state(ts["torch_rng"])
+        if "rng_states" in ts:
+            if not distributed.restore_rng(ts["rng_states"], world):
+                torch.set_rng_state(ts["rng_states"][0]["cpu"])
+                log.warning("last.pt was written by %d processes and this run has %d: the training goes on, but "
+                            "dropout's random draws will not be those of an uninterrupted run",
+                            len(ts["rng_states"]), world.size)
+        else:  # written before each rank's state was kept: rank 0's CPU state
+            torch.set_rng_state(ts["torch_rng"])
         if world.is_main:
             _drop_metrics_after(out / "metrics.jsonl", completed_epochs=progress["epoch"])
         log.info("resumed from %s: epoch %d, batch %d, step %d", out / "last.pt", progress["epoch"] + 1,
@@ -286,11 +293,12 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if resume_state and resume_state["train_state"].get("scaler"):
         scaler.load_state_dict(resume_state["train_state"]["scaler"])
 
-    def save_last(metadata: dict, epoch_totals: dict | None = None) -> None:
+    def save_last(metadata: dict, rng: list[dict], epoch_totals: dict | None = None) -> None:
         # Mid-epoch, `epoch_totals` holds the epoch's sums so far over all ranks: a resumed run goes on from them.
+        # `rng`: every rank's random state (distributed.rng_states), for each to continue its own.
         train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "scaler": scaler.state_dict(),
-                       "progress": {**progress, **(epoch_totals or {})}, "torch_rng": torch.get_rng_state()}
+                       "progress": {**progress, **(epoch_totals or {})}, "rng_states": rng}
         save_checkpoint(out / "last.pt", model, tokenizer, features, metadata, train_state)
 
     metrics = MetricsLog(out) if world.is_main else None  # it flushes every record: a kill loses none
@@ -359,17 +367,19 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                 log.info("epoch %d step %d loss %.3f grad-norm %.2f lr %.2e", epoch + 1, progress["step"],
                          loss.item(), grad_norm, scheduler.get_last_lr()[0])
             if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["batch"] < len(sampler):
-                totals = _epoch_totals(progress, world)  # a collective: every rank takes part
+                totals = _epoch_totals(progress, world)  # collectives: every rank takes part
+                rng = distributed.rng_states(world)
                 if world.is_main:
                     t0 = clock(t0)
                     metadata = _metadata(cfg, progress["step"], epoch, {}, progress["elapsed"])
-                    save_last(metadata, totals)
+                    save_last(metadata, rng, totals)
                     _save_numbered_checkpoint(out, "step", progress["step"], cfg.keep_last, model, tokenizer,
                                               features, metadata)
         bar.close()
         clock(t0)
         train_seconds = progress["epoch_seconds"]
         totals = _epoch_totals(progress, world)
+        rng = distributed.rng_states(world)  # validation below draws nothing random
         record = {"epoch": epoch + 1, "step": progress["step"],
                   "train_loss": totals["epoch_loss"] / max(1, totals["epoch_batches"]),
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 1),
@@ -390,7 +400,7 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                                           metadata)
         progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_batches=0, epoch_audio=0.0, epoch_seconds=0.0)
         if world.is_main:
-            save_last(metadata)
+            save_last(metadata, rng)
     if world.size > 1:
         same = distributed.same_on_all_ranks(model, world)
         (log.info if same else log.warning)("weights %s on all %d ranks", "identical" if same else "DIFFER",

@@ -136,3 +136,22 @@ def test_two_ranks_accumulating_skip_together_a_batch_that_is_empty_on_one_rank(
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "train.log").read_text()
     assert "weights identical on all 2 ranks" in log and "1 training files could not be read" in log
+
+
+def test_two_ranks_with_dropout_resume_each_with_its_own_random_state(manifest, tmp_path):
+    # The ranks' batches differ in length, so dropout draws differ in number and their random states part ways:
+    # each rank must get its own back, or the resumed run's masks (and weights) leave the uninterrupted run's.
+    script = tmp_path / "keep_mid_epoch_checkpoint.py"
+    script.write_text(KEEP_MID_EPOCH_CHECKPOINT)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = _torchrun(script, *_args(manifest, whole), "--dropout", "0.3", "--save-every", "1", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cut.mkdir()
+    shutil.copy(whole / "step-3-last.pt", cut / "last.pt")
+    states = torch.load(cut / "last.pt", weights_only=True)["train_state"]["rng_states"]
+    assert len(states) == 2 and not torch.equal(states[0]["cpu"], states[1]["cpu"])
+    proc = _torchrun("train.py", *_args(manifest, cut), "--dropout", "0.3", "--save-every", "1", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_weights(torch.load(whole / "last.pt", weights_only=True),
+                         torch.load(cut / "last.pt", weights_only=True), rtol=1e-5, atol=1e-6)

@@ -111,13 +111,13 @@ def _decode_blocks(sound, path: Path, block: int, sample_rate: int) -> Iterator[
             # read(), not blocks(): blocks() trusts the header's length and pads a short read with stale data.
             data = sound.read(frames_per_read, dtype="float32", always_2d=True)  # (N, C)
         except Exception as e:
-            yield from _flush(pending, stream)
+            yield from _flush(pending, stream, block)
             raise InputError(f"{path}: cannot read audio after {frames_read / rate:.1f} s ({_reason(e)})") from None
         if len(data) == 0:
             break
         if not np.all(np.isfinite(data)):
             bad = frames_read + int(np.argmin(np.all(np.isfinite(data), axis=1)))
-            yield from _flush(pending, stream)
+            yield from _flush(pending, stream, block)
             raise InputError(f"{path}: contains NaN or infinite samples (the first at {bad / rate:.1f} s)")
         frames_read += len(data)
         mono = np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])  # (N,)
@@ -134,17 +134,16 @@ def _decode_blocks(sound, path: Path, block: int, sample_rate: int) -> Iterator[
     if sound.seekable() and 0 < frames_read < sound.frames:
         log.warning("%s: ends after %.1f s although its header announces %.1f s (truncated?)",
                     path, frames_read / rate, sound.frames / rate)
-    rest = np.concatenate(list(_flush(pending, stream)) or [np.zeros(0, np.float32)])
-    for i in range(0, len(rest), block):
-        yield rest[i : i + block]
+    yield from _flush(pending, stream, block)
 
 
-def _flush(pending: list[np.ndarray], stream) -> Iterator[np.ndarray]:
-    """The audio decoded but not yet yielded, with the resampler's tail: a last, short block."""
+def _flush(pending: list[np.ndarray], stream, block: int) -> Iterator[np.ndarray]:
+    """The audio decoded but not yet yielded, with the resampler's tail, in blocks (the last shorter)."""
     if stream is not None:
         pending = [*pending, stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)]
-    if pending and sum(map(len, pending)):
-        yield np.concatenate(pending)
+    rest = np.concatenate(pending) if pending else np.zeros(0, dtype=np.float32)
+    for i in range(0, len(rest), block):
+        yield rest[i : i + block]
 
 
 def _reason(error: Exception) -> str:

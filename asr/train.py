@@ -168,10 +168,7 @@ def train(cfg: TrainConfig) -> dict:
         logger.setLevel(logging.WARNING)
     try:
         summary = _train(cfg, out, world)
-        # Ranks leave together, which also gives gloo's worker threads time to free the last collective's tensors
-        # while Python is still alive: a rank that exited first sometimes aborted in interpreter shutdown instead
-        # ("terminate called without an active exception"), after a finished run.
-        distributed.barrier(world)
+        distributed.barrier(world)  # ranks leave together; see distributed.leave for how a worker process ends
         return summary
     finally:
         if handler:

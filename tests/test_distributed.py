@@ -155,3 +155,23 @@ def test_two_ranks_with_dropout_resume_each_with_its_own_random_state(manifest, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same_weights(torch.load(whole / "last.pt", weights_only=True),
                          torch.load(cut / "last.pt", weights_only=True), rtol=1e-5, atol=1e-6)
+
+
+def test_a_worker_leaves_with_its_code_and_its_output_flushed(tmp_path):
+    # `distributed.leave` skips the interpreter's shutdown (see its docstring): nothing printed or logged,
+    # even without a newline into a block-buffered pipe, may be lost, and torchrun must see the exit code.
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import logging, sys\n"
+        "from asr import distributed\n"
+        f"handler = logging.FileHandler({str(tmp_path / 'w.log')!r})\n"
+        "logging.getLogger('asr').addHandler(handler)\n"
+        "logging.getLogger('asr').warning('logged')\n"
+        "print('printed', end='')\n"
+        "sys.stderr.write('to stderr')\n"
+        "distributed.leave(3)\n"
+        "print('not reached')\n")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "printed", "to stderr")
+    assert (tmp_path / "w.log").read_text() == "logged\n"

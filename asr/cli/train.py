@@ -99,10 +99,13 @@ def _snr_range(text: str) -> tuple[float, float]:
 def _train(args) -> int:
     from dataclasses import fields
 
+    from asr import distributed
     from asr.train import TrainConfig, train
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     train(cfg)
+    if distributed.under_torchrun():
+        distributed.leave(0)
     return 0
 
 

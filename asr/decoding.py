@@ -10,10 +10,7 @@ to the words of a lexicon and scored with a KenLM n-gram model (ARPA, gzipped AR
 With a word LM and no lexicon file, the lexicon is the LM's vocabulary spelled with the model's
 tokenizer (`lexicon_from_words`).
 
-Word times come from the CTC alignment of the final token sequence: the best path itself for greedy,
-`torchaudio.functional.forced_align` for beam search. Each token occupies the run of frames where the
-path emits it; a word runs from the first frame of its first token to the end of its last token's
-run. Times use the model's output frame rate (feature hop x subsampling).
+Word times and confidences come from the CTC alignment of the final token sequence (`asr.alignment`).
 """
 
 from __future__ import annotations
@@ -25,33 +22,16 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from asr.alignment import Hypothesis, align, fits, from_path
 from asr.errors import InputError
 from asr.text import BLANK
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Word:
-    word: str
-    start: float  # seconds
-    end: float
-    confidence: float  # mean posterior of the word's tokens over their aligned frames, 0..1
-
-
-@dataclass
-class Hypothesis:
-    text: str
-    tokens: list[int]
-    frames: list[int]  # first output frame of each token on the alignment
-    words: list[Word] = field(default_factory=list)
-    score: float | None = None  # beam search's total score (acoustic + weighted LM + word scores)
-    alternatives: list[tuple[str, float]] = field(default_factory=list)  # the rest of the n-best: (text, score)
 
 
 @dataclass(frozen=True)
@@ -82,7 +62,7 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer,
     """Best path: argmax per frame, merge repeats, drop blanks. Batched over B."""
     best = log_probs.detach().argmax(dim=-1).cpu()  # (B, T)
     lp = log_probs.detach().float().cpu()
-    return [_from_path(best[i, : int(n)], lp[i, : int(n)], tokenizer, frame_seconds)
+    return [from_path(best[i, : int(n)], lp[i, : int(n)], tokenizer, frame_seconds)
             for i, n in enumerate(lengths.tolist())]
 
 
@@ -104,9 +84,9 @@ def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, frame
     for i, candidates in enumerate(beam_search(emissions, lengths, tokenizer, options)):
         lp = emissions[i, : int(lengths[i])]
         tokens, score = candidates[0] if candidates else ([], None)
-        if not _fits(tokens, lp.shape[0]):  # words the search put side by side, in frames too few for a separator
+        if not fits(tokens, lp.shape[0]):  # words the search put side by side, in frames too few for a separator
             tokens = [t for t in tokens if tokenizer.tokens[t] != " "]
-        hyp = _from_path(_align(lp, tokens), lp, tokenizer, frame_seconds)
+        hyp = from_path(align(lp, tokens), lp, tokenizer, frame_seconds)
         hyp.text, hyp.score = tokenizer.decode(candidates[0][0]) if candidates else "", score
         hyp.alternatives = [(tokenizer.decode(t), s) for t, s in candidates[1:]]
         hyps.append(hyp)
@@ -442,63 +422,3 @@ def _clean(tokens: list[int], sil: int, tokenizer) -> list[int]:
     while out and out[-1] == sil:
         out.pop()
     return out
-
-
-def _fits(tokens: list[int], frames: int) -> bool:
-    """Whether a CTC path of `frames` can spell `tokens` (a repeated token needs a blank between)."""
-    return len(tokens) + sum(a == b for a, b in zip(tokens, tokens[1:], strict=False)) <= frames
-
-
-def _align(log_probs: torch.Tensor, tokens: list[int]) -> torch.Tensor:
-    """(T,) frame labels of the best CTC path that spells `tokens` (all blank when there are none)."""
-    if not tokens:
-        return torch.zeros(log_probs.shape[0], dtype=torch.long)
-    import torchaudio.functional
-
-    labels, _ = torchaudio.functional.forced_align(
-        log_probs.unsqueeze(0), torch.tensor([tokens], dtype=torch.int32),
-        torch.tensor([log_probs.shape[0]]), torch.tensor([len(tokens)]), blank=BLANK)
-    return labels[0].long()
-
-
-def _from_path(path: torch.Tensor, log_probs: torch.Tensor, tokenizer, frame_seconds: float) -> Hypothesis:
-    """Hypothesis from a CTC path (T,) of frame labels: a token per run of equal non-blank labels,
-    its span that run, its confidence the mean posterior of its label over the run."""
-    change = torch.ones_like(path, dtype=torch.bool)
-    change[1:] = path[1:] != path[:-1]
-    starts = change.nonzero().squeeze(1)
-    ends = torch.cat([starts[1:], torch.tensor([len(path)])])
-    keep = path[starts] != BLANK
-    starts, ends = starts[keep].tolist(), ends[keep].tolist()
-    tokens = path[starts].tolist() if starts else []
-    probs = log_probs.gather(1, path.unsqueeze(1)).squeeze(1).exp()  # (T,) posterior of the path's label
-    confs = [float(probs[s:e].mean()) for s, e in zip(starts, ends, strict=True)]
-    text = tokenizer.decode(tokens)
-    words = _words(tokens, list(zip(starts, ends, strict=True)), confs, tokenizer, frame_seconds)
-    return Hypothesis(text, tokens, starts, words)
-
-
-def _words(tokens, spans, confs, tokenizer, frame_seconds) -> list[Word]:
-    """Group tokens into words at word boundaries: a space token, or a BPE piece starting with '▁'."""
-    words: list[Word] = []
-    current: list[int] = []
-
-    def flush():
-        if current:
-            text = tokenizer.decode([tokens[j] for j in current]).strip()
-            if text:
-                conf = sum(confs[j] for j in current) / len(current)
-                start, end = spans[current[0]][0] * frame_seconds, spans[current[-1]][1] * frame_seconds
-                words.append(Word(text, round(start, 3), round(end, 3), round(conf, 4)))
-            current.clear()
-
-    for j, tok in enumerate(tokens):
-        piece = tokenizer.tokens[tok]
-        if piece == " ":
-            flush()
-            continue
-        if piece.startswith("\u2581"):
-            flush()
-        current.append(j)
-    flush()
-    return words

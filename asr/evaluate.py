@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asr.alignment import Hypothesis
 from asr.atomic import atomic_write_text
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate
-from asr.decoding import Hypothesis, greedy_decode
+from asr.decoding import greedy_decode
 from asr.errors import InputError
 from asr.metrics import ErrorCounts, align_words, bootstrap_ci, bootstrap_rates, char_errors, error_rate, score
 from asr.model import SUBSAMPLING

@@ -14,8 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from asr.alignment import Word
 from asr.atomic import atomic_write_text
-from asr.decoding import Word
 from asr.errors import InputError
 
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")

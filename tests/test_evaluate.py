@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from asr.alignment import Hypothesis
 from asr.cli import main
 from asr.data import Utterance
-from asr.decoding import Hypothesis
 from asr.errors import InputError
 from asr.evaluate import Decoded, compare_results, comparison_lines, report_lines, summarize
 

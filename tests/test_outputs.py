@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from asr.decoding import Word
+from asr.alignment import Word
 from asr.errors import InputError
 from asr.outputs import Segment, SubtitleOptions, Transcript, cues, render, write_outputs
 

@@ -43,6 +43,18 @@ asr train --train "$DATA/an4-train.jsonl" --dev "$DATA/an4-dev.jsonl" --out "$OU
     --preset small --epochs "$EPOCHS" --lr 2e-3 --warmup-steps 300 --max-batch-seconds 40 --inter-ctc 0.3 \
     --threads "$THREADS" "${resume[@]}"
 
+# Stage 1's way off the blank plateau is fragile (MODEL.md, "What was tried"): stop here rather than
+# fine-tune a model that did not find its alignments.
+python - "$OUT/train/best.pt" <<'PY'
+import sys
+import torch
+wer = torch.load(sys.argv[1], weights_only=True)["metadata"].get("dev_wer")
+if wer is None or wer > 0.3:
+    sys.exit(f"{sys.argv[1]}: stage 1's best dev WER is {wer}, above 0.3: it did not leave CTC's blank "
+             "plateau (models/an4/MODEL.md, 'What was tried'); stage 2 would start from a broken model")
+print(f"stage 1: best dev WER {100 * wer:.2f} %")
+PY
+
 # Augmentation from the start kept the model on CTC's all-blank plateau for many times longer (MODEL.md);
 # switched on once the model has found its alignments, it buys robustness to speed and noise.
 step "noise for stage 2, built from the training audio"

@@ -35,7 +35,6 @@ class Hypothesis:
     alternatives: list[tuple[str, float]] = field(default_factory=list)  # the rest of the n-best: (text, score)
 
 
-
 def fits(tokens: list[int], frames: int) -> bool:
     """Whether a CTC path of `frames` can spell `tokens` (a repeated token needs a blank between)."""
     return len(tokens) + sum(a == b for a, b in zip(tokens, tokens[1:], strict=False)) <= frames

@@ -29,14 +29,18 @@ class World:
         return self.rank == 0
 
 
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def under_torchrun() -> bool:
     """Whether this process is one of several that torchrun started."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return _world_size() > 1
 
 
 def setup(device: str = "auto") -> World:
     """Join the process group when started by torchrun; pick this process's device."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = _world_size()
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if size == 1:
         return World(0, 1, torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device))

@@ -47,8 +47,8 @@ asr train --train "$DATA/an4-train.jsonl" --dev "$DATA/an4-dev.jsonl" --out "$OU
 # fine-tune a model that did not find its alignments.
 python - "$OUT/train/best.pt" <<'PY'
 import sys
-import torch
-wer = torch.load(sys.argv[1], weights_only=True)["metadata"].get("dev_wer")
+from asr.model import read_checkpoint
+wer = read_checkpoint(sys.argv[1])["metadata"].get("dev_wer")
 if wer is None or wer > 0.3:
     sys.exit(f"{sys.argv[1]}: stage 1's best dev WER is {wer}, above 0.3: it did not leave CTC's blank "
              "plateau (models/an4/MODEL.md, 'What was tried'); stage 2 would start from a broken model")

@@ -16,11 +16,13 @@ from asr.errors import InputError
 from asr.model import atomic_torch_save, read_checkpoint
 
 
-def average_checkpoints(paths: list[str | Path]) -> dict:
+def average_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = None) -> dict:
     """-> a checkpoint dict (the first input's structure, without train_state) holding the mean weights.
 
-    Floating-point tensors are averaged in float64 and cast back to their dtype (summing many float32 or
-    float16 tensors in their own precision loses accuracy); other tensors (counters) come from the last file.
+    Floating-point tensors are averaged in float64 and cast back to their dtype, or to `dtype` when given
+    (summing many float32 or float16 tensors in their own precision loses accuracy); other tensors
+    (counters) come from the last file. `dtype=torch.float16` halves the file; `load_checkpoint` computes in
+    float32 whatever the stored precision (on the AN4 models it changed one word of 677: MODEL.md).
     """
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
@@ -38,7 +40,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
             if tensor.is_floating_point():
                 sums[name] = sums[name] + tensor.double() if name in sums else tensor.double().clone()
     last = states[-1]["state_dict"]
-    averaged = {name: (sums[name] / len(states)).to(tensor.dtype) if tensor.is_floating_point() else last[name]
+    averaged = {name: (sums[name] / len(states)).to(dtype or tensor.dtype) if tensor.is_floating_point() else last[name]
                 for name, tensor in first["state_dict"].items()}
 
     result = {k: v for k, v in first.items() if k not in ("train_state", "state_dict", "metadata")}
@@ -48,12 +50,12 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
     return result
 
 
-def write_average(paths: list[str | Path], out: str | Path) -> dict:
+def write_average(paths: list[str | Path], out: str | Path, dtype: torch.dtype | None = None) -> dict:
     """Average `paths` into the checkpoint file `out` (written atomically); -> the checkpoint dict."""
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; --out names the checkpoint file to write, e.g. {out / 'avg.pt'}")
-    state = average_checkpoints(paths)
+    state = average_checkpoints(paths, dtype)
     atomic_torch_save(state, out)
     return state
 

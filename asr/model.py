@@ -36,6 +36,7 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(conv_channels=8, hidden_size=64, num_layers=1, dropout=0.0),
     "small": ModelConfig(conv_channels=32, hidden_size=256, num_layers=3, dropout=0.2),
+    "medium": ModelConfig(conv_channels=32, hidden_size=320, num_layers=3, dropout=0.2),
     "base": ModelConfig(conv_channels=32, hidden_size=512, num_layers=4, dropout=0.2),
     "large": ModelConfig(conv_channels=32, hidden_size=1024, num_layers=5, dropout=0.3),
 }

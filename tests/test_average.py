@@ -92,6 +92,23 @@ def test_half_precision_is_averaged_in_float64(tmp_path):
     assert torch.all(tensor == torch.tensor(1.0 + 2 * 2**-10 / 3, dtype=torch.float64).half())
 
 
+def test_half_stores_float16_that_loads_and_computes_in_float32(three, tmp_path, capsys):
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    write_average(three, full)
+    assert main(["average", *map(str, three), "--out", str(half), "--half"]) == 0
+    assert capsys.readouterr().out == f"{half}: average of 3 checkpoints, stored in float16\n"
+    stored = torch.load(half, weights_only=True)["state_dict"]
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+
+    (a, *_), (b, *_) = load_checkpoint(full), load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in b.parameters())
+    feats = torch.randn(2, 40, N_MELS)
+    lengths = torch.tensor([40, 31])
+    with torch.no_grad():
+        torch.testing.assert_close(b(feats, lengths)[0], a(feats, lengths)[0], atol=2e-3, rtol=0)
+
+
 @pytest.mark.parametrize("odd_one", [
     {"preset": "small"},
     {"tokenizer": CharTokenizer(" abcdefghijklmnopqrstuvwxyz'")},

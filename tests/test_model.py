@@ -69,8 +69,8 @@ def test_bilstm_equals_a_packed_bidirectional_nn_lstm_and_loads_its_weights():
 
 
 def test_presets_and_parameter_counts():
-    assert {"tiny", "small", "base", "large"} <= set(PRESETS)
-    counts = [count_parameters(preset_config(name, 29)) for name in ["tiny", "small", "base", "large"]]
+    assert {"tiny", "small", "medium", "base", "large"} <= set(PRESETS)
+    counts = [count_parameters(preset_config(name, 29)) for name in ["tiny", "small", "medium", "base", "large"]]
     assert counts == sorted(counts)
     assert counts[0] == sum(p.numel() for p in Model(preset_config("tiny", 29)).parameters())
 

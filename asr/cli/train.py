@@ -40,7 +40,7 @@ def add_train(sub) -> None:
     p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s)")
     p.add_argument("--dev", metavar="MANIFEST", help="dev manifest: greedy WER after every epoch picks best.pt")
     p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder for checkpoints and logs")
-    p.add_argument("--preset", help="model size: tiny, small, base, large")
+    p.add_argument("--preset", help="model size: tiny, small, medium, base, large")
     p.add_argument("--tokenizer", help="char or bpe:N (N sentencepiece pieces)")
     p.add_argument("--init", metavar="CKPT",
                    help="fine-tune: start from this checkpoint's weights, tokenizer and feature statistics "
@@ -111,8 +111,8 @@ def _train(args) -> int:
 
 def add_average(sub) -> None:
     p = sub.add_parser("average", help="average several checkpoints' weights into one",
-                       usage="asr average CKPT CKPT [CKPT ...] --out OUT.pt\n"
-                             "       asr average --last K --run RUNDIR --out OUT.pt",
+                       usage="asr average CKPT CKPT [CKPT ...] --out OUT.pt [--half]\n"
+                             "       asr average --last K --run RUNDIR --out OUT.pt [--half]",
                        description="Write one checkpoint whose weights are the element-wise mean of the inputs' "
                                    "(e.g. the last few epochs of a run). The inputs must share the model "
                                    "config, tokenizer and feature settings; optimizer state is not kept.")
@@ -121,6 +121,8 @@ def add_average(sub) -> None:
                    help="with --run: average the K checkpoints with the most training steps")
     p.add_argument("--run", metavar="RUNDIR", help="with --last: the run folder's step-*.pt and epoch-*.pt files")
     p.add_argument("--out", required=True, metavar="OUT.pt", help="checkpoint file to write")
+    p.add_argument("--half", action="store_true",
+                   help="store the weights in float16: half the file size; the model still computes in float32")
     p.set_defaults(func=_average, parser=p)
 
 
@@ -137,6 +139,8 @@ def _average(args) -> int:
         if len(args.checkpoints) < 2:
             args.parser.error("give at least 2 checkpoints (or --last K --run RUNDIR)")
         paths = args.checkpoints
-    write_average(paths, args.out)
-    print(f"{args.out}: average of {len(paths)} checkpoints")
+    import torch
+
+    write_average(paths, args.out, torch.float16 if args.half else None)
+    print(f"{args.out}: average of {len(paths)} checkpoints" + (", stored in float16" if args.half else ""))
     return 0

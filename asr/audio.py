@@ -107,6 +107,10 @@ def audio_duration(path: str | Path) -> float:
     return len(load_audio(path)) / SAMPLE_RATE
 
 
+_POWER_FLOOR = 1e-10  # added to the mel power before the log
+_SILENCE_LOG = math.log(_POWER_FLOOR) + 1.0  # log-mel frames entirely below this hold no signal at all
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     sample_rate: int = SAMPLE_RATE
@@ -114,6 +118,14 @@ class FeatureConfig:
     n_fft: int = 512
     win_length: int = 400  # 25 ms
     hop_length: int = 160  # 10 ms
+    # "global": every bin normalised by the training data's mean and std. "utterance": each utterance's
+    # own per-bin mean subtracted first (cepstral mean normalisation, in the log-mel domain), which takes
+    # out a fixed channel's colouring and the recording level, then the training data's mean and std.
+    normalize: str = "global"
+
+    def __post_init__(self):
+        if self.normalize not in ("global", "utterance"):
+            raise ValueError(f"feature normalisation must be 'global' or 'utterance', got {self.normalize!r}")
 
     @property
     def frame_seconds(self) -> float:
@@ -121,10 +133,11 @@ class FeatureConfig:
 
 
 class FeatureExtractor:
-    """Log-mel features normalised per bin with mean/std from the training data.
+    """Log-mel features normalised per bin with mean/std from the training data, optionally after
+    subtracting each utterance's own mean (`FeatureConfig.normalize`).
 
     The statistics travel in the checkpoint (`to_dict`), so transcription normalises exactly as
-    training did. Before `set_stats` is called the features are returned unnormalised.
+    training did. Before `set_stats` is called the features are returned without the training statistics.
     """
 
     def __init__(self, config: FeatureConfig = FeatureConfig(), mean=None, std=None):
@@ -151,10 +164,24 @@ class FeatureExtractor:
             window=self._window, center=True, pad_mode="constant", return_complex=True,
         )  # (n_fft/2+1, T)
         power = spec.real.square() + spec.imag.square()
-        return torch.log(self._mel @ power + 1e-10).T.contiguous()  # (T, F)
+        return torch.log(self._mel @ power + _POWER_FLOOR).T.contiguous()  # (T, F)
+
+    def _centred(self, waveform) -> torch.Tensor:
+        """log_mel, less the utterance's own per-bin mean when `normalize` is "utterance".
+
+        Frames of digital silence (all samples zero: every bin at the log floor, ~-23 where speech sits
+        near 0) are left out of the mean. The pauses of 8-bit audio are such frames; counted in, they
+        dragged the mean down and shifted all the speech (the bundled model on 8-bit AN4 dev: 40.8 % WER
+        with them in the mean, 12.6 % without). Audio with no such frames is unaffected.
+        """
+        feats = self.log_mel(waveform)
+        if self.config.normalize == "utterance":
+            live = feats.amax(1) > _SILENCE_LOG
+            feats = feats - (feats[live] if live.any() else feats).mean(0)
+        return feats
 
     def __call__(self, waveform) -> torch.Tensor:
-        feats = self.log_mel(waveform)
+        feats = self._centred(waveform)
         if self.mean is not None:
             feats = (feats - self.mean) / self.std
         return feats
@@ -165,7 +192,7 @@ class FeatureExtractor:
         total_sq = torch.zeros_like(total)
         frames = 0
         for wave in waveforms:
-            feats = self.log_mel(wave).double()
+            feats = self._centred(wave).double()
             total += feats.sum(0)
             total_sq += feats.square().sum(0)
             frames += feats.shape[0]

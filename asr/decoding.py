@@ -247,14 +247,14 @@ def _beam_decoder(tokenizer, options: BeamOptions):
         names = [token_name(t) for t in tokenizer.tokens]
         if len(set(names)) != len(names):
             raise ValueError("the tokenizer has both ' ' and '|' as tokens; beam search cannot tell them apart")
-        lm_dict = None
+        lm_dict, lm_weight = None, options.lm_weight
         if options.hotwords and not options.uses_lexicon:
             raise InputError("--hotword boosts words of a lexicon: give --lm (a word LM) or --lexicon too")
         if options.uses_lexicon:
             extra = tuple(sorted({w for w, _ in options.hotwords}))
             lexicon, lm, word_dict = _lexicon_resources(tokenizer, options.lm, options.lexicon, extra)
             if options.hotwords:
-                lm = _boosted_lm(lm, word_dict, options)
+                lm, lm_weight = _boosted_lm(lm, word_dict, options)
         else:
             lexicon, lm = None, options.lm
             if lm is not None:
@@ -263,7 +263,7 @@ def _beam_decoder(tokenizer, options: BeamOptions):
             decoder = ctc_decoder(
                 lexicon=lexicon, tokens=names, lm=lm, lm_dict=lm_dict, nbest=options.nbest, beam_size=options.beam_size,
                 beam_size_token=options.beam_size_token, beam_threshold=options.beam_threshold,
-                lm_weight=options.lm_weight, word_score=options.word_score, unk_score=options.unk_score,
+                lm_weight=lm_weight, word_score=options.word_score, unk_score=options.unk_score,
                 log_add=True, blank_token=names[BLANK], sil_token=names[_silence_token(tokenizer.tokens)])
         _DECODERS[key] = decoder
     return _DECODERS[key]
@@ -325,17 +325,22 @@ def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extr
 
 
 def _boosted_lm(kenlm, word_dict, options: BeamOptions):
-    """A word LM that adds each hotword's boost to the KenLM score (or to nothing, lexicon only).
+    """A word LM that adds each hotword's boost to the KenLM score (or to nothing, lexicon only), and
+    the LM weight to give flashlight with it.
 
     flashlight multiplies LM scores by the LM weight, so the boost is divided by it here and lands
-    on the hypothesis score as given. Written in Python through torchaudio's CTCDecoderLM: it is
-    called once per completed word, not per frame, which keeps it cheap.
+    on the hypothesis score as given. Without KenLM, or at LM weight 0 (a search constrained by the
+    lexicon alone, which `asr lm tune` may choose), the boosts go in alone at weight 1. Written in
+    Python through torchaudio's CTCDecoderLM: it is called once per completed word, not per frame,
+    which keeps it cheap.
     """
     from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
 
-    weight = options.lm_weight if options.lm is not None else 1.0
-    if weight <= 0:
-        raise InputError("--hotword needs --lm-weight above 0: boosts are added through the LM score")
+    if options.lm_weight < 0:
+        raise InputError(f"--hotword needs an LM weight of 0 or more, got {options.lm_weight:g}")
+    weight = options.lm_weight
+    if kenlm is None or weight == 0:  # no LM probabilities to weigh: the boosts alone, at weight 1
+        kenlm, weight = None, 1.0
     boosts = {word_dict.get_index(w): b / weight for w, b in options.hotwords}
 
     class BoostedLM(CTCDecoderLM):
@@ -366,7 +371,7 @@ def _boosted_lm(kenlm, word_dict, options: BeamOptions):
             self.states.setdefault(child, ken)
             return child, base
 
-    return BoostedLM()
+    return BoostedLM(), weight
 
 
 @contextlib.contextmanager

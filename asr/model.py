@@ -166,6 +166,16 @@ def count_parameters(config: ModelConfig) -> int:
         return sum(p.numel() for p in Model(config).parameters())
 
 
+def describe(config: ModelConfig, with_preset: bool = True) -> str:
+    """The network's shape in words, and the preset it matches (dropout, vocabulary and mels aside)."""
+    text = f"{config.num_layers} x BiLSTM {config.hidden_size}, conv {config.conv_channels} ch"
+    if not with_preset:
+        return text
+    shape = (config.conv_channels, config.hidden_size, config.num_layers)
+    names = [n for n, c in PRESETS.items() if (c.conv_channels, c.hidden_size, c.num_layers) == shape]
+    return f"{text} ({names[0]})" if names else text
+
+
 def preset_config(name: str, vocab_size: int, n_mels: int = 80) -> ModelConfig:
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")

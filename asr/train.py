@@ -20,12 +20,12 @@ import torch.nn.functional as F
 import asr
 from asr import distributed
 from asr.atomic import atomic_write_text, make_dirs
-from asr.audio import FeatureExtractor, NoiseMixer, SpecAugment, SpeedPerturb, load_audio
+from asr.audio import FeatureConfig, FeatureExtractor, NoiseMixer, SpecAugment, SpeedPerturb, load_audio
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.doctor import ctc_feasible
 from asr.errors import InputError
 from asr.evaluate import decode_utterances, summarize
-from asr.model import Model, ModelConfig, preset_config, read_checkpoint, save_checkpoint
+from asr.model import Model, ModelConfig, describe, preset_config, read_checkpoint, save_checkpoint
 from asr.monitor import MetricsLog, collapse_warning, plot_curves, progress_postfix
 from asr.monitor import progress as progress_bar
 from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
@@ -43,6 +43,10 @@ class TrainConfig:
     init: str | None = None  # start from this checkpoint's weights, tokenizer and features (fine-tuning)
     dropout: float | None = None  # None: the preset's (or --init's)
     tokenizer: str = "char"
+    # "utterance": subtract each utterance's own per-bin mean before the training statistics; "global": the
+    # statistics alone (FeatureConfig.normalize). On AN4 the former left CTC's blank plateau in half the
+    # epochs and halved the WER on telephone-band and noisy audio (models/an4/MODEL.md).
+    feature_norm: str = "utterance"
     epochs: int = 30
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -204,7 +208,10 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
             tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
         except ValueError as e:
             raise InputError(f"--tokenizer {cfg.tokenizer}: {e}") from None
-        features = FeatureExtractor()
+        try:
+            features = FeatureExtractor(FeatureConfig(normalize=cfg.feature_norm))
+        except ValueError as e:
+            raise InputError(f"--feature-norm: {e}") from None
         sample = random.Random(cfg.seed).sample(train_utts, min(cfg.stats_utterances, len(train_utts)))
         features.set_stats(_readable_waves(sample))
     train_utts = filter_trainable(train_utts, tokenizer, cfg)
@@ -223,9 +230,11 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
         model.load_state_dict(init_state["state_dict"])
         log.info("starting from the weights of %s", cfg.init)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("%d training utterances (%.2f h), %d dev; preset %s, %s tokenizer (%d symbols), %.2fM parameters, %s",
-             len(train_utts), sum(u.duration for u in train_utts) / 3600, len(dev_utts), cfg.preset,
-             tokenizer.kind, tokenizer.vocab_size, n_params / 1e6, device)
+    # The network as built: on --init or --resume it is the checkpoint's, whatever --preset says.
+    log.info("%d training utterances (%.2f h), %d dev; %s, %s tokenizer (%d symbols), %s feature normalisation, "
+             "%.2fM parameters, %s", len(train_utts), sum(u.duration for u in train_utts) / 3600, len(dev_utts),
+             describe(model_cfg), tokenizer.kind, tokenizer.vocab_size, features.config.normalize,
+             n_params / 1e6, device)
 
     wave_augment = [SpeedPerturb()] if cfg.speed_perturb else []
     if cfg.noise_dir:

@@ -267,6 +267,51 @@ def test_feature_extractor_round_trip_without_stats():
     assert torch.equal(again(wave), fx(wave))
 
 
+def test_utterance_normalisation_takes_out_level_and_a_fixed_channel():
+    waves = _waves()
+    fx = {norm: FeatureExtractor(FeatureConfig(normalize=norm)) for norm in ("global", "utterance")}
+    for f in fx.values():
+        f.set_stats(waves)
+    wave = _waves(seed=3)[3]
+    quieter = 0.05 * wave
+    coloured = np.convolve(wave, [1.0, -0.9])[: len(wave)].astype(np.float32)  # a fixed high-pass channel
+    for changed in (quieter, coloured):
+        moved = {norm: (f(changed) - f(wave)).abs().mean().item() for norm, f in fx.items()}
+        assert moved["utterance"] < 0.1 * moved["global"], moved
+    torch.testing.assert_close(fx["utterance"](quieter), fx["utterance"](wave), atol=1e-3, rtol=0)
+
+
+def test_utterance_normalisation_leaves_digital_silence_out_of_the_mean():
+    fx = FeatureExtractor(FeatureConfig(normalize="utterance"))
+    fx.set_stats(_waves())
+    wave = _waves(seed=3)[3]
+    pause = np.zeros(8_000, dtype=np.float32)  # what the pauses of 8-bit audio quantise to
+    padded_wave = np.concatenate([pause, wave, pause])
+    start = len(pause) // 160
+    speech = slice(start + 3, start + 90)  # frames clear of the pauses' edges
+    moved = (fx(padded_wave)[speech] - fx(wave)[3:90]).abs().mean()
+    logs = fx.log_mel(padded_wave)
+    counted = (logs - logs.mean(0) - fx.mean) / fx.std  # the pauses in the mean
+    assert moved < 0.3 and (counted[speech] - fx(wave)[3:90]).abs().mean() > 10 * moved
+    assert torch.isfinite(fx(np.zeros(16_000, dtype=np.float32))).all()  # all silence: no mean to leave out
+
+
+def test_utterance_normalisation_statistics_and_round_trip():
+    fx = FeatureExtractor(FeatureConfig(normalize="utterance"))
+    waves = _waves()
+    fx.set_stats(waves)
+    feats = torch.cat([fx(w) for w in waves]).double()  # the statistics are those of the centred features
+    assert feats.mean(0).abs().max() < 1e-3
+    assert (feats.std(0, unbiased=False) - 1).abs().max() < 1e-3
+    again = FeatureExtractor.from_dict(fx.to_dict())
+    assert again.config.normalize == "utterance" and torch.equal(again(waves[0]), fx(waves[0]))
+    old = fx.to_dict()
+    del old["config"]["normalize"]  # a checkpoint from before the option normalises globally
+    assert FeatureExtractor.from_dict(old).config.normalize == "global"
+    with pytest.raises(ValueError, match="'global' or 'utterance'"):
+        FeatureConfig(normalize="speaker")
+
+
 # SpecAugment ------------------------------------------------------------------------------------
 
 

@@ -288,6 +288,12 @@ def test_hotwords_raise_a_words_score(cat_lm, tmp_path):
     lexicon.write_text("the\tt h e\ncut\tc u t\n")
     only_lexicon = BeamOptions(lexicon=str(lexicon), hotwords=(("cat", 3.0),))
     assert beam_decode(lp, n, tok, options=only_lexicon)[0].text == "the cat"
+    # at LM weight 0 (the lexicon alone, as tuning may choose) the boosts still count, at their own size
+    off = replace(base, lm_weight=0.0)
+    assert beam_decode(lp, n, tok, options=replace(off, hotwords=(("cat", 2.0),)))[0].text == "the cat"
+    assert beam_decode(lp, n, tok, options=replace(off, hotwords=(("cat", 0.01),)))[0].text == "the cut"
+    with pytest.raises(InputError, match="LM weight of 0 or more"):
+        beam_decode(lp, n, tok, options=replace(base, lm_weight=-1.0, hotwords=(("cat", 2.0),)))
 
 
 def test_hotwords_need_words_to_boost():

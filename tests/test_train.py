@@ -124,7 +124,8 @@ def test_resuming_a_last_pt_without_its_place_in_the_epoch_is_a_clear_error(two_
         train(TrainConfig(**base, epochs=2, resume=True))
 
 
-def test_init_fine_tunes_from_a_checkpoint(two_utterances, tmp_path):
+def test_init_fine_tunes_from_a_checkpoint(two_utterances, tmp_path, caplog):
+    caplog.set_level("INFO")
     base = dict(train=[str(two_utterances)], warmup_steps=2, workers=0)
     train(TrainConfig(**base, out=str(tmp_path / "first"), preset="tiny", tokenizer="bpe:8", epochs=1))
     start = torch.load(tmp_path / "first" / "best.pt", weights_only=True)
@@ -132,11 +133,25 @@ def test_init_fine_tunes_from_a_checkpoint(two_utterances, tmp_path):
     train(TrainConfig(**base, out=str(tmp_path / "tuned"), init=str(tmp_path / "first" / "best.pt"),
                       preset="small", epochs=1, lr=0.0, dropout=0.5))
     tuned = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)
+    assert "1 x BiLSTM 64, conv 8 ch (tiny)" in caplog.text  # the log names the network trained, not --preset
     assert tuned["tokenizer"] == start["tokenizer"]
     assert tuned["model_config"] == {**start["model_config"], "dropout": 0.5}
     for name, tensor in start["state_dict"].items():
         torch.testing.assert_close(tuned["state_dict"][name], tensor)
     assert tuned["train_state"]["progress"]["step"] == 1  # its own step count, not carried on from the first run
+
+
+def test_feature_normalisation_is_chosen_at_the_start_and_travels_in_the_checkpoint(two_utterances, tmp_path):
+    base = dict(train=[str(two_utterances)], preset="tiny", epochs=1, warmup_steps=2, workers=0)
+    train(TrainConfig(**base, out=str(tmp_path / "default")))
+    _, _, features, _ = load_checkpoint(tmp_path / "default" / "best.pt")
+    assert features.config.normalize == "utterance"
+    train(TrainConfig(**base, out=str(tmp_path / "first"), feature_norm="global"))
+    _, _, features, _ = load_checkpoint(tmp_path / "first" / "best.pt")
+    assert features.config.normalize == "global"
+    train(TrainConfig(**base, out=str(tmp_path / "tuned"), init=str(tmp_path / "first" / "best.pt")))
+    _, _, features, _ = load_checkpoint(tmp_path / "tuned" / "best.pt")  # --init keeps it over the default
+    assert features.config.normalize == "global"
 
 
 def test_bpe_tokenizer_travels_in_the_checkpoint(two_utterances, tmp_path):

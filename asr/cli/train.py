@@ -16,15 +16,15 @@ class _TrainHelp(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from asr.model import PRESETS, count_parameters
+        from asr.model import PRESETS, count_parameters, describe
         from asr.train import TrainConfig
 
         defaults = vars(TrainConfig(train=[], out=""))
         for action in parser._actions:
             if action.dest in defaults and action.nargs != 0 and defaults[action.dest] not in (None, [], ""):
                 action.help = f"{action.help or ''} (default: {defaults[action.dest]})".lstrip()
-        rows = [f"  {name:<6} {c.num_layers} x BiLSTM {c.hidden_size:>4}, conv {c.conv_channels} ch: "
-                f"{count_parameters(c) / 1e6:6.2f}M parameters" for name, c in PRESETS.items()]
+        rows = [f"  {name:<6} {describe(c, with_preset=False) + ':':<27} {count_parameters(c) / 1e6:6.2f}M parameters"
+                for name, c in PRESETS.items()]
         parser.epilog = "presets (character vocabulary):\n" + "\n".join(rows)
         parser.print_help()
         parser.exit()
@@ -42,6 +42,9 @@ def add_train(sub) -> None:
     p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder for checkpoints and logs")
     p.add_argument("--preset", help="model size: tiny, small, medium, base, large")
     p.add_argument("--tokenizer", help="char or bpe:N (N sentencepiece pieces)")
+    p.add_argument("--feature-norm", choices=["global", "utterance"],
+                   help="log-mel normalisation: the training data's per-bin mean and std (global), or each "
+                        "utterance's own mean subtracted first (utterance); --init and --resume keep the checkpoint's")
     p.add_argument("--init", metavar="CKPT",
                    help="fine-tune: start from this checkpoint's weights, tokenizer and feature statistics "
                         "(network size from it, not --preset), with a fresh optimizer and schedule")

@@ -261,12 +261,19 @@ class SpeedPerturb:
 
 
 class NoiseMixer:
-    """Adds a random stretch of a random noise file at a signal-to-noise ratio drawn from `snr_db`."""
+    """Adds a random stretch of a random noise file at a signal-to-noise ratio drawn from `snr_db`.
 
-    def __init__(self, files: list[str | Path], snr_db: tuple[float, float] = (5.0, 20.0)):
+    `prob` is the share of utterances that get noise; the rest pass through clean. Below 1, each call
+    makes one extra draw from the generator first, so at 1 the draws (and the epochs) are those of a
+    mixer without the option.
+    """
+
+    def __init__(self, files: list[str | Path], snr_db: tuple[float, float] = (5.0, 20.0), prob: float = 1.0):
         import soundfile
 
-        self.files, self.snr_db, unusable = [], snr_db, []
+        if not 0.0 < prob <= 1.0:
+            raise InputError(f"the share of utterances with noise must be in (0, 1], got {prob}")
+        self.files, self.snr_db, self.prob, unusable = [], snr_db, prob, []
         for f in files:
             try:
                 info = soundfile.info(str(f))
@@ -283,18 +290,21 @@ class NoiseMixer:
             raise InputError(f"no readable noise files among {len(files)} given")
 
     @classmethod
-    def from_folder(cls, folder: str | Path, snr_db: tuple[float, float] = (5.0, 20.0)) -> NoiseMixer:
+    def from_folder(cls, folder: str | Path, snr_db: tuple[float, float] = (5.0, 20.0),
+                    prob: float = 1.0) -> NoiseMixer:
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"{folder}: no such noise folder")
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".sph"})
         if not files:
             raise InputError(f"{folder}: no wav, flac, ogg or sph files in the noise folder")
-        return cls(files, snr_db)
+        return cls(files, snr_db, prob)
 
     def __call__(self, wave: np.ndarray, generator: torch.Generator) -> np.ndarray:
         import soundfile
 
+        if self.prob < 1.0 and float(torch.rand(1, generator=generator)) >= self.prob:
+            return wave
         path, frames, rate = self.files[int(torch.randint(len(self.files), (1,), generator=generator))]
         want = math.ceil(len(wave) * rate / SAMPLE_RATE)
         start = int(torch.randint(max(1, frames - want + 1), (1,), generator=generator))

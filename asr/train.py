@@ -63,6 +63,7 @@ class TrainConfig:
     speed_perturb: bool = False  # 0.9/1.0/1.1 speed, drawn per utterance
     noise_dir: str | None = None  # folder of noise files mixed in at a random SNR
     noise_snr: tuple[float, float] = (5.0, 20.0)  # dB
+    noise_prob: float = 1.0  # share of utterances that get noise; the rest stay clean
     # Intermediate CTC (Lee & Watanabe, 2021): the loss is (1 - w) x CTC(last layer) + w x CTC(the output
     # layer applied to LSTM layer `inter_ctc_layer`, default the middle one). Training only: no parameter.
     inter_ctc_weight: float = 0.0
@@ -238,7 +239,9 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
 
     wave_augment = [SpeedPerturb()] if cfg.speed_perturb else []
     if cfg.noise_dir:
-        wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr))
+        if not 0.0 < cfg.noise_prob <= 1.0:  # checked before the folder is read
+            raise InputError(f"--noise-prob must be in (0, 1], got {cfg.noise_prob}")
+        wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr, cfg.noise_prob))
     spec_augment = SpecAugment(freq_masks=cfg.freq_masks, time_masks=cfg.time_masks) if cfg.spec_augment else None
     dataset = SpeechDataset(train_utts, features, tokenizer, spec_augment,
                             seed=cfg.seed, wave_augment=wave_augment)
@@ -362,9 +365,13 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                 continue  # gather more gradient before the optimizer step
             scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scale = scaler.get_scale() if scaler.is_enabled() else None
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            # fp16: the scaler skips the optimizer step when the gradients overflowed, and lowers the scale.
+            # The schedule then waits too, so the learning rate follows the steps actually taken.
+            if scale is None or scaler.get_scale() >= scale:
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress["step"] += 1
             bar.set_postfix(progress_postfix(loss.item(), scheduler.get_last_lr()[0], progress["epoch_audio"],

@@ -395,6 +395,25 @@ def test_noise_mixer_hits_the_snr_and_is_seeded(tmp_path):
     np.testing.assert_array_equal(out, again)
 
 
+def test_noise_mixer_prob_leaves_the_asked_share_clean(tmp_path):
+    from asr.audio import NoiseMixer
+
+    soundfile.write(tmp_path / "hiss.wav", (0.3 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32),
+                    16000)
+    wave = _tone(SAMPLE_RATE, 1, seconds=0.5)[:, 0]
+    half = NoiseMixer.from_folder(tmp_path, snr_db=(10.0, 10.0), prob=0.3)
+    clean = [half(wave, torch.Generator().manual_seed(s)) is wave for s in range(400)]
+    assert 0.6 < np.mean(clean) < 0.8  # 70 % expected
+    noisy = next(s for s in range(400) if not clean[s])
+    np.testing.assert_array_equal(half(wave, torch.Generator().manual_seed(noisy)),
+                                  half(wave, torch.Generator().manual_seed(noisy)))
+    always = NoiseMixer.from_folder(tmp_path, snr_db=(10.0, 10.0))
+    assert not any(always(wave, torch.Generator().manual_seed(s)) is wave for s in range(20))
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(InputError, match=r"in \(0, 1\]"):
+            NoiseMixer.from_folder(tmp_path, prob=bad)
+
+
 def test_noise_mixer_errors(tmp_path):
     from asr.audio import NoiseMixer
 

@@ -176,6 +176,9 @@ def test_training_with_speed_perturbation_and_noise(two_utterances, tmp_path):
     summary = train(TrainConfig(train=[str(two_utterances)], out=str(out), preset="tiny", epochs=2, workers=0,
                                 speed_perturb=True, noise_dir=str(noise), noise_snr=(10.0, 20.0)))
     assert summary["steps"] == 2 and (out / "best.pt").is_file()
+    with pytest.raises(InputError, match="--noise-prob must be in"):
+        train(TrainConfig(train=[str(two_utterances)], out=str(tmp_path / "bad"), preset="tiny", epochs=1, workers=0,
+                          noise_dir=str(noise), noise_prob=0.0))
 
 
 def test_augmented_items_are_reproducible(two_utterances):
@@ -197,13 +200,16 @@ def test_augmented_items_are_reproducible(two_utterances):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains_with_float32_weights_and_resumes(two_utterances, tmp_path, precision):
+def test_mixed_precision_trains_with_float32_weights_and_resumes(two_utterances, tmp_path, precision, recwarn):
     out = tmp_path / "run"
     base = dict(train=[str(two_utterances)], out=str(out), preset="tiny", workers=0, precision=precision)
     train(TrainConfig(**base, epochs=2))
     summary = train(TrainConfig(**base, epochs=3, resume=True))
     state = torch.load(out / "last.pt", weights_only=True)
     assert summary["steps"] == 3
+    # A step the fp16 scaler skips (overflow) does not advance the schedule either.
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+    assert state["train_state"]["scheduler"]["last_epoch"] <= 3
     assert all(v.dtype == torch.float32 for v in state["state_dict"].values() if v.is_floating_point())
     assert all(math.isfinite(json.loads(x)["train_loss"]) for x in (out / "metrics.jsonl").read_text().splitlines())
     assert bool(state["train_state"]["scaler"]) == (precision == "fp16")  # the scale travels for resume

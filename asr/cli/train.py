@@ -65,6 +65,8 @@ def add_train(sub) -> None:
     p.add_argument("--speed-perturb", action="store_true", help="play each utterance at 0.9, 1.0 or 1.1 speed")
     p.add_argument("--noise-dir", metavar="DIR", help="mix in noise from the audio files in DIR (recursively)")
     p.add_argument("--noise-snr", type=_snr_range, metavar="LOW,HIGH", help="SNR range in dB for --noise-dir")
+    p.add_argument("--noise-prob", type=float, metavar="P",
+                   help="share of utterances --noise-dir mixes noise into; the rest stay clean")
     p.add_argument("--inter-ctc", dest="inter_ctc_weight", type=float, metavar="W",
                    help="intermediate CTC: weight W in [0, 1) of a second CTC loss on a middle LSTM layer's output "
                         "(through the same output layer; nothing is added to the model)")

@@ -1,0 +1,108 @@
+"""The docs and recipes name only options that exist: every `asr ...` command written in them is checked
+against the command-line parser, every `python bench/... .py` command against its script's options, and
+every option written alone (`--split-pause`) against all of them, so a renamed or removed flag fails
+here rather than in a user's shell."""
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from asr.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = sorted([*REPO.glob("*.md"), *REPO.glob("models/**/*.md"), *REPO.glob("examples/**/*.md"),
+               *REPO.glob("recipes/**/*.md"), *REPO.glob("recipes/**/*.sh")])
+# `python train.py ...` and `python transcribe.py ...` are `asr train` and `asr transcribe`.
+COMMAND = re.compile(r"(?:\basr|\b(train|transcribe)\.py)((?:\s+[a-z][a-z0-9-]*)*)")
+SCRIPT = re.compile(r"\bpython3?\s+((?:bench|recipes)/[\w/.-]+\.py)")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], set[str]]:
+    """{subcommand path: its option strings} for the whole command tree."""
+    found = {path: {s for a in parser._actions for s in a.option_strings}}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.update(_options(sub, (*path, name)))
+    return found
+
+
+OPTIONS = _options(build_parser())
+
+
+def _script_options(script: str) -> set[str]:
+    """The options a bench or recipe script declares (read from its source: importing it may need more)."""
+    source = (REPO / script).read_text()
+    return {"-h", "--help", *re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", source)}
+
+
+def _snippets(path: Path) -> list[str]:
+    """Shell commands as written: a script's lines, or a Markdown file's code blocks and inline code, with
+    backslash-continued lines joined."""
+    text = path.read_text()
+    if path.suffix == ".sh":
+        parts = [text]
+    else:
+        blocks = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        parts = blocks + re.findall(r"`([^`\n]+)`", prose)
+    lines = []
+    for part in parts:
+        lines += re.sub(r"\\\n\s*", " ", part).splitlines()
+    # one command per piece: pipes, command lists and substitutions start new ones
+    return [piece for line in lines for piece in re.split(r"\||&&|;|\$\(|\)|#", line)]
+
+
+def _commands(path: Path):
+    """(subcommand path or script, flags) of each asr command and bench or recipe script run in the file."""
+    for piece in _snippets(path):
+        for m in SCRIPT.finditer(piece):
+            yield m.group(1), FLAG.findall(piece[m.end():])
+        for m in COMMAND.finditer(piece):
+            words = ([m.group(1)] if m.group(1) else []) + m.group(2).split()
+            path_ = ()
+            for word in words:  # the longest run of words that names a subcommand
+                if (*path_, word) not in OPTIONS:
+                    break
+                path_ = (*path_, word)
+            if not path_:
+                continue  # "asr" in prose, or the bare program name
+            yield path_, FLAG.findall(piece[m.end():])
+
+
+def _unknown(doc: Path) -> list[str]:
+    unknown = []
+    for cmd, flags in _commands(doc):
+        if isinstance(cmd, str):
+            known, name = _script_options(cmd), f"python {cmd}"
+        else:
+            known, name = OPTIONS[cmd] | OPTIONS[()], "asr " + " ".join(cmd)
+        unknown += [f"{name} {flag}" for flag in flags if flag not in known]
+    if doc.suffix == ".md":  # options written on their own, e.g. `--split-pause`
+        every = set().union(*OPTIONS.values(), *(_script_options(str(p.relative_to(REPO)))
+                                                 for p in [*REPO.glob("bench/*.py"), *REPO.glob("recipes/**/*.py")]))
+        prose = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+        unknown += [flag for span in re.findall(r"`(--[a-z][^`\n]*)`", prose) for flag in FLAG.findall(span)
+                    if flag not in every]
+    return unknown
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_documented_flags_exist(doc):
+    unknown = _unknown(doc)
+    assert not unknown, f"{doc.name} names options that do not exist: {unknown}"
+
+
+def test_the_checker_reads_commands_and_catches_wrong_flags(tmp_path):
+    doc = tmp_path / "x.md"
+    doc.write_text("Run `asr train --train m.jsonl --epochs 3 --no-such-flag`, then `--split-pause` or `--nope`:\n"
+                   "```bash\nasr lm tune --model m.pt \\\n    --lm-weights 0,1 | tee log   # --not-a-flag\n"
+                   "python transcribe.py a.wav --format srt\n"
+                   "python bench/bench_long_audio.py --segment-only --x\n```\n")
+    assert sorted(_commands(doc), key=str) == sorted([
+        (("train",), ["--train", "--epochs", "--no-such-flag"]), (("lm", "tune"), ["--model", "--lm-weights"]),
+        (("transcribe",), ["--format"]), ("bench/bench_long_audio.py", ["--segment-only", "--x"])], key=str)
+    assert _unknown(doc) == ["python bench/bench_long_audio.py --x", "asr train --no-such-flag", "--nope"]

@@ -272,7 +272,7 @@ class NoiseMixer:
         import soundfile
 
         if not 0.0 < prob <= 1.0:
-            raise InputError(f"the share of utterances with noise must be in (0, 1], got {prob}")
+            raise ValueError(f"the share of utterances with noise must be in (0, 1], got {prob}")
         self.files, self.snr_db, self.prob, unusable = [], snr_db, prob, []
         for f in files:
             try:

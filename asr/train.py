@@ -239,9 +239,10 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
 
     wave_augment = [SpeedPerturb()] if cfg.speed_perturb else []
     if cfg.noise_dir:
-        if not 0.0 < cfg.noise_prob <= 1.0:  # checked before the folder is read
-            raise InputError(f"--noise-prob must be in (0, 1], got {cfg.noise_prob}")
-        wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr, cfg.noise_prob))
+        try:
+            wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr, cfg.noise_prob))
+        except ValueError as e:
+            raise InputError(f"--noise-prob: {e}") from None
     spec_augment = SpecAugment(freq_masks=cfg.freq_masks, time_masks=cfg.time_masks) if cfg.spec_augment else None
     dataset = SpeechDataset(train_utts, features, tokenizer, spec_augment,
                             seed=cfg.seed, wave_augment=wave_augment)
@@ -365,12 +366,12 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                 continue  # gather more gradient before the optimizer step
             scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scale = scaler.get_scale() if scaler.is_enabled() else None
+            scale = scaler.get_scale()  # 1.0, and never lowered, when the scaler is off (all but fp16)
             scaler.step(optimizer)
             scaler.update()
             # fp16: the scaler skips the optimizer step when the gradients overflowed, and lowers the scale.
             # The schedule then waits too, so the learning rate follows the steps actually taken.
-            if scale is None or scaler.get_scale() >= scale:
+            if scaler.get_scale() >= scale:
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress["step"] += 1

@@ -410,7 +410,7 @@ def test_noise_mixer_prob_leaves_the_asked_share_clean(tmp_path):
     always = NoiseMixer.from_folder(tmp_path, snr_db=(10.0, 10.0))
     assert not any(always(wave, torch.Generator().manual_seed(s)) is wave for s in range(20))
     for bad in (0.0, 1.5, -1.0):
-        with pytest.raises(InputError, match=r"in \(0, 1\]"):
+        with pytest.raises(ValueError, match=r"in \(0, 1\]"):
             NoiseMixer.from_folder(tmp_path, prob=bad)
 
 

@@ -176,7 +176,7 @@ def test_training_with_speed_perturbation_and_noise(two_utterances, tmp_path):
     summary = train(TrainConfig(train=[str(two_utterances)], out=str(out), preset="tiny", epochs=2, workers=0,
                                 speed_perturb=True, noise_dir=str(noise), noise_snr=(10.0, 20.0)))
     assert summary["steps"] == 2 and (out / "best.pt").is_file()
-    with pytest.raises(InputError, match="--noise-prob must be in"):
+    with pytest.raises(InputError, match=r"--noise-prob: .* must be in \(0, 1\], got 0.0"):
         train(TrainConfig(train=[str(two_utterances)], out=str(tmp_path / "bad"), preset="tiny", epochs=1, workers=0,
                           noise_dir=str(noise), noise_prob=0.0))
 

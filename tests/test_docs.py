@@ -4,6 +4,7 @@ every option written alone (`--split-pause`) against all of them, so a renamed o
 here rather than in a user's shell."""
 
 import argparse
+import functools
 import re
 from pathlib import Path
 
@@ -33,10 +34,16 @@ def _options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dic
 OPTIONS = _options(build_parser())
 
 
-def _script_options(script: str) -> set[str]:
+@functools.cache
+def _script_options(script: str) -> frozenset[str]:
     """The options a bench or recipe script declares (read from its source: importing it may need more)."""
     source = (REPO / script).read_text()
-    return {"-h", "--help", *re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", source)}
+    return frozenset({"-h", "--help", *re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", source)})
+
+
+def _inline_code(markdown: str) -> list[str]:
+    """The `...` spans of a Markdown text, outside its code blocks."""
+    return re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", markdown, flags=re.S))
 
 
 def _snippets(path: Path) -> list[str]:
@@ -46,9 +53,7 @@ def _snippets(path: Path) -> list[str]:
     if path.suffix == ".sh":
         parts = [text]
     else:
-        blocks = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
-        prose = re.sub(r"```.*?```", "", text, flags=re.S)
-        parts = blocks + re.findall(r"`([^`\n]+)`", prose)
+        parts = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S) + _inline_code(text)
     lines = []
     for part in parts:
         lines += re.sub(r"\\\n\s*", " ", part).splitlines()
@@ -84,9 +89,8 @@ def _unknown(doc: Path) -> list[str]:
     if doc.suffix == ".md":  # options written on their own, e.g. `--split-pause`
         every = set().union(*OPTIONS.values(), *(_script_options(str(p.relative_to(REPO)))
                                                  for p in [*REPO.glob("bench/*.py"), *REPO.glob("recipes/**/*.py")]))
-        prose = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
-        unknown += [flag for span in re.findall(r"`(--[a-z][^`\n]*)`", prose) for flag in FLAG.findall(span)
-                    if flag not in every]
+        unknown += [flag for span in _inline_code(doc.read_text()) if span.startswith("--")
+                    for flag in FLAG.findall(span) if flag not in every]
     return unknown
 
 

@@ -1,4 +1,5 @@
-"""Checkpoint averaging: the element-wise mean of several checkpoints' weights, written as one checkpoint.
+"""Checkpoint averaging: the element-wise mean of several checkpoints' weights, written as one checkpoint;
+or an ensemble: the checkpoints kept side by side in one file, their outputs averaged when decoding.
 
 Averaging the last few checkpoints of a run (e.g. the last epochs) usually gives a slightly better model
 than any one of them. Every input must describe the same model: the same model_config, tokenizer and
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from asr.errors import InputError
-from asr.model import atomic_torch_save, read_checkpoint
+from asr.model import ENSEMBLE_VERSION, atomic_torch_save, read_checkpoint
 
 
 def average_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = None) -> dict:
@@ -24,16 +25,12 @@ def average_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = Non
     (counters) come from the last file. `dtype=torch.float16` halves the file; `load_checkpoint` computes in
     float32 whatever the stored precision (on the AN4 models it changed one word of 677: MODEL.md).
     """
-    paths = [Path(p) for p in paths]
-    if len(paths) < 2:
-        raise InputError(f"averaging needs at least 2 checkpoints, got {len(paths)}")
-    states = [read_checkpoint(p) for p in paths]
+    paths, states = _read_matching(paths, "averaged")
+    for path, state in zip(paths, states, strict=True):
+        if "members" in state:
+            raise InputError(f"{path}: is an ensemble of {len(state['members'])} models; their weights cannot "
+                             "be averaged into one (average the checkpoints it was made of)")
     first = states[0]
-    for path, state in zip(paths[1:], states[1:], strict=True):
-        difference = _difference(first, state)
-        if difference:
-            raise InputError(f"{path}: cannot be averaged with {paths[0]}: {difference}")
-
     sums: dict[str, torch.Tensor] = {}
     for state in states:
         for name, tensor in state["state_dict"].items():
@@ -50,14 +47,50 @@ def average_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = Non
     return result
 
 
-def write_average(paths: list[str | Path], out: str | Path, dtype: torch.dtype | None = None) -> dict:
-    """Average `paths` into the checkpoint file `out` (written atomically); -> the checkpoint dict."""
+def ensemble_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = None) -> dict:
+    """-> an ensemble checkpoint dict: the inputs' weights as `members` (an ensemble input adds all of its
+    own), cast to `dtype` when given, in one file that `load_checkpoint` turns into an `Ensemble`.
+
+    Weight averaging (a "soup") needs inputs close enough that their mean is itself a good model; an
+    ensemble does not, and costs one forward pass per member when decoding.
+    """
+    paths, states = _read_matching(paths, "joined in an ensemble")
+    members = [weights for state in states for weights in state.get("members") or [state["state_dict"]]]
+    if dtype is not None:
+        members = [{k: v.to(dtype) if v.is_floating_point() else v for k, v in m.items()} for m in members]
+    first = states[0]
+    result = {k: v for k, v in first.items() if k not in ("train_state", "state_dict", "members", "metadata")}
+    result.update(version=ENSEMBLE_VERSION, members=members)
+    result["metadata"] = {**first.get("metadata", {}), "ensemble_of": [str(p) for p in paths],
+                          "ensemble_steps": [s.get("metadata", {}).get("steps") for s in states]}
+    for key in ("averaged_from", "averaged_steps"):  # the first input's, which would read as the whole file's
+        result["metadata"].pop(key, None)
+    return result
+
+
+def write_average(paths: list[str | Path], out: str | Path, dtype: torch.dtype | None = None,
+                  ensemble: bool = False) -> dict:
+    """Average `paths` (or with `ensemble`, join them) into the checkpoint file `out`, written atomically;
+    -> the checkpoint dict."""
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; --out names the checkpoint file to write, e.g. {out / 'avg.pt'}")
-    state = average_checkpoints(paths, dtype)
+    state = (ensemble_checkpoints if ensemble else average_checkpoints)(paths, dtype)
     atomic_torch_save(state, out)
     return state
+
+
+def _read_matching(paths: list[str | Path], purpose: str) -> tuple[list[Path], list[dict]]:
+    """Read at least 2 checkpoints that describe the same model; InputError naming the first that does not."""
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise InputError(f"an average or an ensemble needs at least 2 checkpoints, got {len(paths)}")
+    states = [read_checkpoint(p) for p in paths]
+    for path, state in zip(paths[1:], states[1:], strict=True):
+        difference = _difference(states[0], state)
+        if difference:
+            raise InputError(f"{path}: cannot be {purpose} with {paths[0]}: {difference}")
+    return paths, states
 
 
 def find_last_checkpoints(run_dir: str | Path, k: int) -> list[Path]:
@@ -96,7 +129,7 @@ def _difference(a: dict, b: dict) -> str | None:
         ta, tb = fa.get(key), fb.get(key)
         if (ta is None) != (tb is None) or (ta is not None and (ta.shape != tb.shape or not torch.equal(ta, tb))):
             return f"feature {key} differs"
-    if a["state_dict"].keys() != b["state_dict"].keys() or any(
-            a["state_dict"][k].shape != b["state_dict"][k].shape for k in a["state_dict"]):
+    wa, wb = (s.get("state_dict") or s["members"][0] for s in (a, b))
+    if wa.keys() != wb.keys() or any(wa[k].shape != wb[k].shape for k in wa):
         return "state_dict tensors differ in names or shapes"
     return None

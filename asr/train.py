@@ -200,6 +200,9 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     # Fine-tuning (--init) keeps the network, tokenizer and feature statistics it starts from, with a fresh
     # optimizer and schedule; a resumed run keeps everything.
     init_state = read_checkpoint(cfg.init) if cfg.init and not resume_state else None
+    if init_state and "members" in init_state:
+        raise InputError(f"{cfg.init}: is an ensemble of {len(init_state['members'])} models; --init takes one "
+                         "model (one of the checkpoints it was made of, or their average)")
     source = resume_state or init_state
     if source:  # the tokenizer and feature statistics are part of what was trained
         tokenizer = tokenizer_from_dict(source["tokenizer"])

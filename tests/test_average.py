@@ -11,7 +11,7 @@ from asr.audio import FeatureConfig, FeatureExtractor
 from asr.average import average_checkpoints, find_last_checkpoints, write_average
 from asr.cli import main
 from asr.errors import InputError
-from asr.model import Model, load_checkpoint, preset_config, save_checkpoint
+from asr.model import ENSEMBLE_VERSION, Ensemble, Model, load_checkpoint, preset_config, save_checkpoint
 from asr.text import CharTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,3 +166,90 @@ def test_cli_last_k_and_usage_errors(three, tmp_path, capsys):
             main(["average", *argv, "--out", str(tmp_path / "f.pt")])
         assert e.value.code == 2
     assert not (tmp_path / "f.pt").exists()
+
+
+# --- ensembles ----------------------------------------------------------------------------------
+
+
+def test_ensemble_decodes_with_the_mean_of_its_members_posteriors(three, tmp_path, capsys):
+    out = tmp_path / "ens.pt"
+    assert main(["average", *map(str, three[:2]), "--out", str(out), "--ensemble"]) == 0
+    assert capsys.readouterr().out == f"{out}: ensemble of 2 models\n"
+    stored = torch.load(out, weights_only=True)
+    assert "state_dict" not in stored and len(stored["members"]) == 2 and stored["version"] == ENSEMBLE_VERSION
+    assert stored["metadata"]["ensemble_of"] == [str(p) for p in three[:2]]
+    assert stored["metadata"]["ensemble_steps"] == [100, 200]
+
+    ensemble, tokenizer, features, _ = load_checkpoint(out)
+    members = [load_checkpoint(p)[0] for p in three[:2]]
+    assert isinstance(ensemble, Ensemble) and tokenizer.to_dict() == CharTokenizer().to_dict()
+    feats, lengths = torch.randn(2, 40, N_MELS), torch.tensor([40, 25])
+    with torch.no_grad():
+        log_probs, out_lengths = ensemble(feats, lengths)
+        expected = torch.stack([m(feats, lengths)[0].exp() for m in members]).mean(0).log()
+    torch.testing.assert_close(log_probs, expected)
+    assert out_lengths.tolist() == [10, 7]
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(2, 10))  # still a distribution per frame
+    assert not torch.allclose(log_probs, members[0](feats, lengths)[0])  # both members count
+
+
+def test_ensemble_of_an_ensemble_flattens_and_half_halves(three, tmp_path):
+    pair, trio = tmp_path / "pair.pt", tmp_path / "trio.pt"
+    write_average(three[:2], pair, ensemble=True)
+    write_average([pair, three[2]], trio, torch.float16, ensemble=True)
+    stored = torch.load(trio, weights_only=True)
+    assert len(stored["members"]) == 3
+    assert {v.dtype for m in stored["members"] for v in m.values() if v.is_floating_point()} == {torch.float16}
+    assert trio.stat().st_size < 0.6 * 1.5 * pair.stat().st_size
+    assert len(load_checkpoint(trio)[0].members) == 3
+
+
+def test_an_ensemble_is_not_averaged_or_fine_tuned(three, tmp_path):
+    ens = tmp_path / "ens.pt"
+    write_average(three[:2], ens, ensemble=True)
+    with pytest.raises(InputError, match="ens.pt: is an ensemble of 2 models"):
+        average_checkpoints([ens, three[2]])
+    odd = _save(tmp_path / "odd.pt", seed=9, steps=900, preset="small")
+    with pytest.raises(InputError, match="odd.pt: cannot be joined in an ensemble with .*model_config differs"):
+        write_average([ens, odd], tmp_path / "x.pt", ensemble=True)
+
+    import numpy as np
+    import soundfile
+
+    from asr.data import Utterance, write_manifest
+    from asr.train import TrainConfig, train
+
+    soundfile.write(tmp_path / "a.wav", np.zeros(8000, dtype=np.float32), 16000)
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, [Utterance("a", str(tmp_path / "a.wav"), 0.5, "a", "s")])
+    with pytest.raises(InputError, match="ens.pt: is an ensemble of 2 models; --init takes one model"):
+        train(TrainConfig(train=[str(manifest)], out=str(tmp_path / "run"), init=str(ens), workers=0))
+
+
+def test_a_checkpoint_without_weights_is_refused(three, tmp_path):
+    state = torch.load(three[0], weights_only=True)
+    del state["state_dict"]
+    torch.save(state, tmp_path / "empty.pt")
+    with pytest.raises(InputError, match="empty.pt: checkpoint holds no weights"):
+        load_checkpoint(tmp_path / "empty.pt")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_an_ensemble_of_one_model_twice_transcribes_as_that_model(tiny_checkpoint, tmp_path, precision):
+    import numpy as np
+
+    from asr.model import int8_supported
+    from asr.transcribe import Transcriber
+
+    if precision == "int8" and not int8_supported():
+        pytest.skip("no quantised CPU engine in this PyTorch build")
+    twice = tmp_path / "twice.pt"
+    write_average([tiny_checkpoint, tiny_checkpoint], twice, ensemble=True)
+    audio = np.random.default_rng(1).standard_normal(3 * 16000).astype(np.float32) * 0.1
+    one, two = (Transcriber.load(p, precision=precision) for p in (tiny_checkpoint, twice))
+    assert isinstance(load_checkpoint(twice)[0], Ensemble)
+    feats = one.features(audio)[None]
+    lengths = torch.tensor([feats.shape[1]])
+    with torch.no_grad():
+        torch.testing.assert_close(two.model(feats, lengths)[0], one.model(feats, lengths)[0])
+    assert two.transcribe(audio, 16000).text == one.transcribe(audio, 16000).text

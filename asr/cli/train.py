@@ -115,12 +115,14 @@ def _train(args) -> int:
 
 
 def add_average(sub) -> None:
-    p = sub.add_parser("average", help="average several checkpoints' weights into one",
-                       usage="asr average CKPT CKPT [CKPT ...] --out OUT.pt [--half]\n"
-                             "       asr average --last K --run RUNDIR --out OUT.pt [--half]",
+    p = sub.add_parser("average", help="average several checkpoints' weights into one, or join them in an ensemble",
+                       usage="asr average CKPT CKPT [CKPT ...] --out OUT.pt [--half] [--ensemble]\n"
+                             "       asr average --last K --run RUNDIR --out OUT.pt [--half] [--ensemble]",
                        description="Write one checkpoint whose weights are the element-wise mean of the inputs' "
-                                   "(e.g. the last few epochs of a run). The inputs must share the model "
-                                   "config, tokenizer and feature settings; optimizer state is not kept.")
+                                   "(e.g. the last few epochs of a run), or with --ensemble one that keeps "
+                                   "each input's weights and averages their outputs when decoding. The inputs "
+                                   "must share the model config, tokenizer and feature settings; optimizer "
+                                   "state is not kept.")
     p.add_argument("checkpoints", nargs="*", metavar="CKPT", help="checkpoints to average (at least 2)")
     p.add_argument("--last", type=int, metavar="K",
                    help="with --run: average the K checkpoints with the most training steps")
@@ -128,6 +130,10 @@ def add_average(sub) -> None:
     p.add_argument("--out", required=True, metavar="OUT.pt", help="checkpoint file to write")
     p.add_argument("--half", action="store_true",
                    help="store the weights in float16: half the file size; the model still computes in float32")
+    p.add_argument("--ensemble", action="store_true",
+                   help="keep every input's weights and decode with the mean of their output probabilities: "
+                        "one forward pass per input, for inputs too far apart for their weights to be averaged "
+                        "(e.g. runs trained from different starting weights)")
     p.set_defaults(func=_average, parser=p)
 
 
@@ -146,6 +152,7 @@ def _average(args) -> int:
         paths = args.checkpoints
     import torch
 
-    write_average(paths, args.out, torch.float16 if args.half else None)
-    print(f"{args.out}: average of {len(paths)} checkpoints" + (", stored in float16" if args.half else ""))
+    state = write_average(paths, args.out, torch.float16 if args.half else None, ensemble=args.ensemble)
+    what = f"ensemble of {len(state['members'])} models" if args.ensemble else f"average of {len(paths)} checkpoints"
+    print(f"{args.out}: {what}" + (", stored in float16" if args.half else ""))
     return 0

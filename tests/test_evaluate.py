@@ -196,3 +196,18 @@ def test_evaluate_usage_errors(args, capsys):
         main(["evaluate", *args])
     assert e.value.code == 2
     assert "usage: asr evaluate" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    """`asr evaluate --compare A B | head -1`: no traceback when the pipe closes, only a non-zero exit."""
+    import subprocess
+    import sys
+
+    errors = [i % 5 for i in range(100)]
+    a, b = _write_results(tmp_path / "a", errors), _write_results(tmp_path / "b", errors)
+    proc = subprocess.Popen([sys.executable, "-m", "asr", "evaluate", "--compare", str(a), str(b)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader leaves before the command has written anything
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

@@ -189,12 +189,11 @@ def preset_config(name: str, vocab_size: int, n_mels: int = 80) -> ModelConfig:
 class Ensemble(nn.Module):
     """Several models of one config, decoded as one: the mean of their frame posteriors.
 
-    Every member must subsample alike, so their output frames line up; members fine-tuned from the same
-    weights (as `asr average --ensemble` is meant for) also agree on where CTC puts each symbol, so the
-    mean sharpens the frames they agree on instead of blurring spikes that sit a frame apart. It averages
-    probabilities, not log-probabilities, so a symbol one member is sure of survives another's ruling it
-    out: on AN4 dev that gave 8.71 % greedy WER for two runs, the mean of log-probabilities 9.16 %
-    (models/an4/MODEL.md, where the two runs' weight average does as well with one forward pass).
+    Every member subsamples alike, so their output frames line up. The mean is of probabilities, not
+    log-probabilities, so a symbol one member is sure of survives another's ruling it out: on AN4 dev
+    that gave 8.71 % greedy WER for two runs, the mean of log-probabilities 9.16 % (models/an4/MODEL.md;
+    for those two runs, fine-tuned from the same weights, their weight average did as well with one
+    forward pass).
     """
 
     def __init__(self, members: list[Model]):

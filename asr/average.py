@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from asr.errors import InputError
-from asr.model import ENSEMBLE_VERSION, atomic_torch_save, read_checkpoint
+from asr.model import ENSEMBLE_VERSION, atomic_torch_save, checkpoint_weights, read_checkpoint, single_model_weights
 
 
 def average_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = None) -> dict:
@@ -26,19 +26,16 @@ def average_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = Non
     float32 whatever the stored precision (on the AN4 models it changed one word of 677: MODEL.md).
     """
     paths, states = _read_matching(paths, "averaged")
-    for path, state in zip(paths, states, strict=True):
-        if "members" in state:
-            raise InputError(f"{path}: is an ensemble of {len(state['members'])} models; their weights cannot "
-                             "be averaged into one (average the checkpoints it was made of)")
+    weights = [single_model_weights(state, path, "averaging") for path, state in zip(paths, states, strict=True)]
     first = states[0]
     sums: dict[str, torch.Tensor] = {}
-    for state in states:
-        for name, tensor in state["state_dict"].items():
+    for state_dict in weights:
+        for name, tensor in state_dict.items():
             if tensor.is_floating_point():
                 sums[name] = sums[name] + tensor.double() if name in sums else tensor.double().clone()
-    last = states[-1]["state_dict"]
+    last = weights[-1]
     averaged = {name: (sums[name] / len(states)).to(dtype or tensor.dtype) if tensor.is_floating_point() else last[name]
-                for name, tensor in first["state_dict"].items()}
+                for name, tensor in weights[0].items()}
 
     result = {k: v for k, v in first.items() if k not in ("train_state", "state_dict", "metadata")}
     result["state_dict"] = averaged
@@ -55,7 +52,7 @@ def ensemble_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = No
     ensemble does not, and costs one forward pass per member when decoding.
     """
     paths, states = _read_matching(paths, "joined in an ensemble")
-    members = [weights for state in states for weights in state.get("members") or [state["state_dict"]]]
+    members = [weights for state in states for weights in checkpoint_weights(state)]
     if dtype is not None:
         members = [{k: v.to(dtype) if v.is_floating_point() else v for k, v in m.items()} for m in members]
     first = states[0]
@@ -129,7 +126,7 @@ def _difference(a: dict, b: dict) -> str | None:
         ta, tb = fa.get(key), fb.get(key)
         if (ta is None) != (tb is None) or (ta is not None and (ta.shape != tb.shape or not torch.equal(ta, tb))):
             return f"feature {key} differs"
-    wa, wb = (s.get("state_dict") or s["members"][0] for s in (a, b))
+    wa, wb = (checkpoint_weights(s)[0] for s in (a, b))
     if wa.keys() != wb.keys() or any(wa[k].shape != wb[k].shape for k in wa):
         return "state_dict tensors differ in names or shapes"
     return None

@@ -257,6 +257,20 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def checkpoint_weights(state: dict) -> list[dict]:
+    """The state_dicts a checkpoint dict holds: its one `state_dict`, or an ensemble's `members`."""
+    return state.get("members") or [state["state_dict"]]
+
+
+def single_model_weights(state: dict, path: str | Path, use: str) -> dict:
+    """The state_dict of a one-model checkpoint; InputError naming `path` if it is an ensemble, which `use`
+    (e.g. "--init") cannot take."""
+    if "members" in state:
+        raise InputError(f"{path}: is an ensemble of {len(state['members'])} models; {use} takes one model "
+                         "(one of the checkpoints it was made of, or their average)")
+    return state["state_dict"]
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """-> (model in eval mode, tokenizer, feature extractor, metadata); the model is an `Ensemble` when
     the file holds several members."""
@@ -265,7 +279,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 
     state = read_checkpoint(path)
     members = []
-    for weights in state.get("members") or [state["state_dict"]]:
+    for weights in checkpoint_weights(state):
         member = Model(ModelConfig(**state["model_config"]))
         member.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
         members.append(member)

@@ -25,7 +25,15 @@ from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read
 from asr.doctor import ctc_feasible
 from asr.errors import InputError
 from asr.evaluate import decode_utterances, summarize
-from asr.model import Model, ModelConfig, describe, preset_config, read_checkpoint, save_checkpoint
+from asr.model import (
+    Model,
+    ModelConfig,
+    describe,
+    preset_config,
+    read_checkpoint,
+    save_checkpoint,
+    single_model_weights,
+)
 from asr.monitor import MetricsLog, collapse_warning, plot_curves, progress_postfix
 from asr.monitor import progress as progress_bar
 from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
@@ -200,9 +208,7 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     # Fine-tuning (--init) keeps the network, tokenizer and feature statistics it starts from, with a fresh
     # optimizer and schedule; a resumed run keeps everything.
     init_state = read_checkpoint(cfg.init) if cfg.init and not resume_state else None
-    if init_state and "members" in init_state:
-        raise InputError(f"{cfg.init}: is an ensemble of {len(init_state['members'])} models; --init takes one "
-                         "model (one of the checkpoints it was made of, or their average)")
+    init_weights = single_model_weights(init_state, cfg.init, "--init") if init_state else None
     source = resume_state or init_state
     if source:  # the tokenizer and feature statistics are part of what was trained
         tokenizer = tokenizer_from_dict(source["tokenizer"])
@@ -231,7 +237,7 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     model = Model(model_cfg).to(device)
     inter_layer = _inter_ctc_layer(cfg, model_cfg.num_layers)
     if init_state:
-        model.load_state_dict(init_state["state_dict"])
+        model.load_state_dict(init_weights)
         log.info("starting from the weights of %s", cfg.init)
     n_params = sum(p.numel() for p in model.parameters())
     # The network as built: on --init or --resume it is the checkpoint's, whatever --preset says.

@@ -131,11 +131,19 @@ class SpeechDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, utts: list[Utterance], features, tokenizer, spec_augment=None, seed: int = 0,
-                 wave_augment: list | None = None):
-        """`wave_augment`: callables (waveform, generator) -> waveform, applied in order (speed, noise)."""
+                 wave_augment: list | None = None, augment_ramp: int = 0):
+        """`wave_augment`: callables (waveform, generator) -> waveform, applied in order (speed, noise).
+
+        `augment_ramp`: in the first that many epochs, `wave_augment` touches only a growing share of the
+        utterances, (epoch + 1) / (augment_ramp + 1) of them, and the rest stay as recorded; from then on,
+        all. Each utterance makes one extra random draw for it during the ramp only, so afterwards its
+        draws (and the epochs) are those of a run without a ramp. SpecAugment is not ramped.
+        """
+        if augment_ramp < 0:
+            raise ValueError(f"the augmentation ramp must be 0 or more epochs, got {augment_ramp}")
         self.utts, self.features, self.tokenizer = utts, features, tokenizer
         self.spec_augment, self.seed, self.epoch = spec_augment, seed, 0
-        self.wave_augment = wave_augment or []
+        self.wave_augment, self.augment_ramp = wave_augment or [], augment_ramp
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -150,13 +158,21 @@ class SpeechDataset(torch.utils.data.Dataset):
             return {"id": utt.id, "error": str(e)}
         # Every random draw is seeded by (seed, epoch, index): reproducible whatever worker runs it.
         gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF)
-        for augment in self.wave_augment:
+        for augment in self.wave_augment if self._augments(gen) else ():
             wave = augment(wave, gen)
         feats = self.features(wave)
         if self.spec_augment is not None:
             feats = self.spec_augment(feats, gen)
         targets = torch.tensor(self.tokenizer.encode(utt.text), dtype=torch.long)
         return {"id": utt.id, "feats": feats, "targets": targets, "text": utt.text}
+
+    def augment_share(self) -> float:
+        """The share of this epoch's utterances that `wave_augment` touches (1 once the ramp is over)."""
+        return min(1.0, (self.epoch + 1) / (self.augment_ramp + 1))
+
+    def _augments(self, gen: torch.Generator) -> bool:
+        share = self.augment_share()
+        return bool(self.wave_augment) and (share >= 1.0 or float(torch.rand(1, generator=gen)) < share)
 
 
 @dataclass

@@ -72,6 +72,7 @@ class TrainConfig:
     noise_dir: str | None = None  # folder of noise files mixed in at a random SNR
     noise_snr: tuple[float, float] = (5.0, 20.0)  # dB
     noise_prob: float = 1.0  # share of utterances that get noise; the rest stay clean
+    augment_ramp: int = 0  # epochs over which speed perturbation and noise ease in (SpeechDataset)
     # Intermediate CTC (Lee & Watanabe, 2021): the loss is (1 - w) x CTC(last layer) + w x CTC(the output
     # layer applied to LSTM layer `inter_ctc_layer`, default the middle one). Training only: no parameter.
     inter_ctc_weight: float = 0.0
@@ -213,6 +214,7 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if source:  # the tokenizer and feature statistics are part of what was trained
         tokenizer = tokenizer_from_dict(source["tokenizer"])
         features = FeatureExtractor.from_dict(source["features"])
+        cfg = replace(cfg, feature_norm=features.config.normalize)  # the metadata records what is used
     else:
         try:
             tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
@@ -252,9 +254,13 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
             wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr, cfg.noise_prob))
         except ValueError as e:
             raise InputError(f"--noise-prob: {e}") from None
+    if cfg.augment_ramp < 0:
+        raise InputError(f"--augment-ramp must be 0 or more epochs, got {cfg.augment_ramp}")
+    if cfg.augment_ramp and not wave_augment:
+        log.warning("--augment-ramp has nothing to ease in without --speed-perturb or --noise-dir")
     spec_augment = SpecAugment(freq_masks=cfg.freq_masks, time_masks=cfg.time_masks) if cfg.spec_augment else None
     dataset = SpeechDataset(train_utts, features, tokenizer, spec_augment,
-                            seed=cfg.seed, wave_augment=wave_augment)
+                            seed=cfg.seed, wave_augment=wave_augment, augment_ramp=cfg.augment_ramp)
     # --max-batch-seconds is per process: the global batch under DDP is that times the world size.
     sampler = BucketBatchSampler([u.duration for u in train_utts], cfg.max_batch_seconds, seed=cfg.seed,
                                  sorted_first_epoch=cfg.sorted_first_epoch, num_replicas=world.size,
@@ -407,6 +413,8 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
                   "train_loss": totals["epoch_loss"] / max(1, totals["epoch_batches"]),
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 1),
                   "audio_seconds_per_second": round(totals["epoch_audio"] / max(train_seconds, 1e-9), 1)}
+        if wave_augment and dataset.augment_share() < 1.0:
+            record["augmented_share"] = round(dataset.augment_share(), 3)
         if world.is_main:  # rank 0 validates and writes; the others go on to the next epoch
             if dev_utts:
                 record.update(_validate(model, features, tokenizer, dev_utts, cfg, device))

@@ -303,6 +303,37 @@ def test_speech_dataset_augmentation_is_reproducible(two_utterances):
     assert any(not torch.equal(e, epochs[0]) for e in epochs[1:])
 
 
+def _cut_by_a_random_draw(wave, gen):
+    """A wave augment whose output length tells which random draw it made (1-20 frames cut)."""
+    return wave[: len(wave) - 160 * int(torch.randint(1, 21, (1,), generator=gen))]
+
+
+def test_speech_dataset_augment_ramp_eases_in_then_draws_as_without_it(tmp_path):
+    path = tmp_path / "a.wav"
+    soundfile.write(str(path), np.zeros(8000, dtype=np.float32), 16_000)
+    utts = [Utterance(f"u{i}", str(path), 0.5, "a") for i in range(400)]
+    full = 1 + 8000 // 160
+
+    def lengths(ds, epoch):
+        ds.epoch = epoch
+        return [ds[i]["feats"].shape[0] for i in range(len(ds))]
+
+    ramped = SpeechDataset(utts, _StubFeatures(), CharTokenizer(), seed=3, wave_augment=[_cut_by_a_random_draw],
+                           augment_ramp=3)
+    plain = SpeechDataset(utts, _StubFeatures(), CharTokenizer(), seed=3, wave_augment=[_cut_by_a_random_draw])
+    for epoch, share in enumerate([0.25, 0.5, 0.75]):
+        got = lengths(ramped, epoch)
+        assert ramped.augment_share() == pytest.approx(share)
+        touched = sum(n < full for n in got) / len(got)
+        assert abs(touched - share) < 0.08, (epoch, touched)
+    assert lengths(plain, 0).count(full) == 0  # without a ramp, every utterance from the first epoch
+    for epoch in (3, 5):  # after the ramp: all of them, with the very draws of a run without one
+        assert lengths(ramped, epoch) == lengths(plain, epoch)
+        assert ramped.augment_share() == 1.0
+    with pytest.raises(ValueError, match="0 or more epochs, got -1"):
+        SpeechDataset(utts, _StubFeatures(), CharTokenizer(), augment_ramp=-1)
+
+
 # atomic writes ----------------------------------------------------------------------------------
 
 

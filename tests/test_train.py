@@ -150,8 +150,9 @@ def test_feature_normalisation_is_chosen_at_the_start_and_travels_in_the_checkpo
     _, _, features, _ = load_checkpoint(tmp_path / "first" / "best.pt")
     assert features.config.normalize == "global"
     train(TrainConfig(**base, out=str(tmp_path / "tuned"), init=str(tmp_path / "first" / "best.pt")))
-    _, _, features, _ = load_checkpoint(tmp_path / "tuned" / "best.pt")  # --init keeps it over the default
+    _, _, features, metadata = load_checkpoint(tmp_path / "tuned" / "best.pt")  # --init keeps it over the default
     assert features.config.normalize == "global"
+    assert metadata["train_config"]["feature_norm"] == "global"  # what was used, not the default it overrode
 
 
 def test_bpe_tokenizer_travels_in_the_checkpoint(two_utterances, tmp_path):
@@ -179,6 +180,14 @@ def test_training_with_speed_perturbation_and_noise(two_utterances, tmp_path):
     with pytest.raises(InputError, match=r"--noise-prob: .* must be in \(0, 1\], got 0.0"):
         train(TrainConfig(train=[str(two_utterances)], out=str(tmp_path / "bad"), preset="tiny", epochs=1, workers=0,
                           noise_dir=str(noise), noise_prob=0.0))
+    ramped = tmp_path / "ramped"
+    train(TrainConfig(train=[str(two_utterances)], out=str(ramped), preset="tiny", epochs=3, workers=0,
+                      speed_perturb=True, augment_ramp=2))
+    records = [json.loads(line) for line in (ramped / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("augmented_share") for r in records] == [0.333, 0.667, None]
+    with pytest.raises(InputError, match="--augment-ramp must be 0 or more epochs, got -1"):
+        train(TrainConfig(train=[str(two_utterances)], out=str(tmp_path / "bad"), preset="tiny", epochs=1, workers=0,
+                          speed_perturb=True, augment_ramp=-1))
 
 
 def test_augmented_items_are_reproducible(two_utterances):

@@ -23,6 +23,7 @@ EPOCHS=${EPOCHS:-70}          # stage 1: clean
 TUNE_EPOCHS=${TUNE_EPOCHS:-120}  # stage 2: augmented fine-tuning, two runs side by side
 TUNE_THREADS=${TUNE_THREADS:-1}  # threads of each stage-2 run
 NOISE_PROB=${NOISE_PROB:-1}   # asr train --noise-prob in stage 2; 0.5 was no clear gain and lost in 20 dB noise (MODEL.md)
+AUG_RAMP=${AUG_RAMP:-0}       # asr train --augment-ramp in stage 2: epochs over which speed and noise ease in
 export PYTHONHASHSEED=0
 
 step() { printf '\n== %s\n' "$*"; }
@@ -76,8 +77,9 @@ tune() {  # tune NAME TIME_MASKS SEED
     [[ -f $OUT/$1/last.pt ]] && resume=(--resume)
     asr train --train "$DATA/an4-train.jsonl" --dev "$DATA/an4-dev.jsonl" --out "$OUT/$1" \
         --init "$OUT/train/best.pt" --epochs "$TUNE_EPOCHS" --lr 1e-3 --warmup-steps 200 --max-batch-seconds 40 \
-        --speed-perturb --noise-dir "$OUT/noise" --noise-snr 10,40 --noise-prob "$NOISE_PROB" --shuffle-first-epoch \
-        --time-masks "$2" --seed "$3" --inter-ctc 0.3 --keep-epochs 10 --threads "$TUNE_THREADS" "${resume[@]}" >> "$OUT/$1.log" 2>&1
+        --speed-perturb --noise-dir "$OUT/noise" --noise-snr 10,40 --noise-prob "$NOISE_PROB" \
+        --augment-ramp "$AUG_RAMP" --shuffle-first-epoch --time-masks "$2" --seed "$3" --inter-ctc 0.3 \
+        --keep-epochs 10 --threads "$TUNE_THREADS" "${resume[@]}" >> "$OUT/$1.log" 2>&1
 }
 step "stage 2: two fine-tuning runs with speed perturbation, noise, intermediate CTC and 20 or 2 time masks ($TUNE_EPOCHS epochs)"
 echo "logs: $OUT/tune-a.log, $OUT/tune-b.log"

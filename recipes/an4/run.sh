@@ -23,7 +23,7 @@ EPOCHS=${EPOCHS:-70}          # stage 1: clean
 TUNE_EPOCHS=${TUNE_EPOCHS:-120}  # stage 2: augmented fine-tuning, two runs side by side
 TUNE_THREADS=${TUNE_THREADS:-1}  # threads of each stage-2 run
 NOISE_PROB=${NOISE_PROB:-1}   # asr train --noise-prob in stage 2; 0.5 was no clear gain and lost in 20 dB noise (MODEL.md)
-AUG_RAMP=${AUG_RAMP:-0}       # asr train --augment-ramp in stage 2; easing speed and noise in over 20 epochs was no gain (MODEL.md, R)
+AUG_RAMP=${AUG_RAMP:-0}       # asr train --augment-ramp in stage 2; 20 epochs of it were no gain (MODEL.md, run R)
 export PYTHONHASHSEED=0
 
 step() { printf '\n== %s\n' "$*"; }

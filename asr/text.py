@@ -42,6 +42,16 @@ def normalize_text(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def spell_out(text: str) -> str:
+    """The letters of `text` as a speaker spells them, one word each: "Swiss-Vale" -> "s w i s s v a l e".
+
+    Normalised first (`normalize_text`), so accents go and case folds; everything that is not a letter
+    (spaces, apostrophes, digits) is dropped, as spelled names run their words together ("Mary Jo" -> "m a r y
+    j o"). For LM text of tasks where speakers spell names or words, such as AN4's census questions.
+    """
+    return " ".join(c for c in normalize_text(text) if c.isalpha())
+
+
 class CharTokenizer:
     """Blank, space, apostrophe and the letters a-z (or a given alphabet)."""
 

@@ -70,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "audio.wav"
         make_audio(args.seconds, path)
-        chunks = list(segments(models[args.precisions[0]]._blocks(path, None), **SEGMENTING))
+        chunks = list(segments(models[args.precisions[0]]._blocks(path, None, []), **SEGMENTING))
         for t in models.values():
             t.transcribe(path)  # warm-up
         try:

@@ -90,7 +90,7 @@ def load_worker(args) -> None:
 
 def stage_steps(t: Transcriber, path: Path, times: dict[str, list[float]]):
     """One pass of Transcriber.transcribe's steps on `path`, each step on the whole file, timed into `times`."""
-    s, chunks = timed(lambda: list(segments(t._blocks(path, None), **SEGMENTING)), 1)
+    s, chunks = timed(lambda: list(segments(t._blocks(path, None, []), **SEGMENTING)), 1)
     times["read"].append(s)
     batches = []  # as Transcriber.transcribe batches them: by length within windows of speech
     for window, _ in speech_windows(chunks, _SORT_SECONDS):

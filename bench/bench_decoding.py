@@ -110,11 +110,11 @@ def main() -> None:
             runs[f"beam {size}, no LM"] = lambda size=size: ours(emissions, t.tokenizer, BeamOptions(size))
             for threshold in args.beam_thresholds:
                 o = replace(lm_options, beam_threshold=threshold)
-                name = f"beam {size} + 3-gram, threshold {threshold:g} (ours)"
+                name = f"beam {size} + LM, threshold {threshold:g} (ours)"
                 runs[name] = lambda o=o: ours(emissions, t.tokenizer, o)
             pyctc = pyctcdecode_decoder(t.tokenizer, lm, lm_options)
             if pyctc is not None:
-                runs[f"beam {size} + 3-gram (pyctcdecode)"] = lambda d=pyctc, size=size: [
+                runs[f"beam {size} + LM (pyctcdecode)"] = lambda d=pyctc, size=size: [
                     d.decode(e, beam_width=size) for e in numpy_emissions]
         print(f"{len(utts)} utterances, {audio / 60:.1f} min of audio, {args.threads} threads, "
               f"median of {args.repeats}")

@@ -12,6 +12,7 @@ import torch
 
 from asr.audio import FeatureExtractor
 from asr.data import Utterance, write_manifest
+from asr.lm import ArpaModel, read_arpa_vocab
 from asr.model import Model, preset_config, save_checkpoint
 from asr.text import CharTokenizer
 from asr.transcribe import DEFAULT_MODEL
@@ -273,6 +274,21 @@ def test_lm_build_tune_save_and_transcribe_with_the_stored_settings(tmp_path):
     assert run("transcribe", example, "--model", moved / "model.pt", "--decoder", "greedy").returncode == 0
 
 
+def test_lm_build_adds_spelled_names_and_every_text_file(tmp_path):
+    (tmp_path / "a.txt").write_text("enter six\n")
+    (tmp_path / "b.txt").write_text("rubout\n")
+    (tmp_path / "names.txt").write_text("Sharon\nMary Jo\nO'Neil\n")
+    proc = run("lm", "build", "--text", tmp_path / "a.txt", "--text", tmp_path / "b.txt", "--spell",
+               tmp_path / "names.txt", "--order", "6", "--out", tmp_path / "lm.arpa")
+    assert proc.returncode == 0, proc.stderr
+    assert "6-grams" in proc.stdout and "5 sentences" in proc.stdout  # both --text files, three names
+    lm = ArpaModel.load(tmp_path / "lm.arpa")
+    assert sorted(read_arpa_vocab(tmp_path / "lm.arpa")) == sorted("enter six rubout s h a r o n m y j e i l".split())
+    # whole spelled names are 6-grams of the model: "s h a r o" is followed by "n"
+    assert ("s", "h", "a", "r", "o", "n") in lm.ngrams
+    assert lm.log10_prob("n", ["s", "h", "a", "r", "o"]) > lm.log10_prob("e", ["s", "h", "a", "r", "o"])
+
+
 def test_lm_commands_report_bad_input(tmp_path):
     proc = run("lm", "build", "--text", tmp_path / "missing.txt", "--out", tmp_path / "lm.arpa")
     assert proc.returncode == 1
@@ -282,8 +298,12 @@ def test_lm_commands_report_bad_input(tmp_path):
     assert proc.returncode == 1
     assert_one_line_errors(proc, "no words")
     assert not (tmp_path / "lm.arpa").exists()
-    proc = run("lm", "build", "--text", tmp_path / "empty.txt", "--order", "1", "--out", tmp_path / "lm.arpa")
-    assert_one_line_errors(proc, "needs 2 or more")
+    for order in (1, 7):  # the KenLM of flashlight-text's wheels cannot load a 7-gram: say so before building it
+        proc = run("lm", "build", "--text", tmp_path / "empty.txt", "--order", order, "--out", tmp_path / "lm.arpa")
+        assert proc.returncode == 1
+        assert_one_line_errors(proc, f"--order {order}: KenLM, which beam search uses, loads orders 2 to 6")
+    proc = run("lm", "build", "--spell", tmp_path / "missing.txt", "--out", tmp_path / "lm.arpa")
+    assert_one_line_errors(proc, "missing.txt: no such file")
     proc = run("lm", "tune", "--manifest", tmp_path / "m.jsonl", "--lm", tmp_path / "nothing.arpa")
     assert proc.returncode == 1
     assert_one_line_errors(proc, "nothing.arpa: language model file not found")

@@ -1,7 +1,8 @@
-"""The AN4 recipe's helper scripts: perturbed test conditions."""
+"""The AN4 recipe's helper scripts: perturbed test conditions and the name lists of its LM."""
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -66,3 +67,22 @@ def test_every_condition_gets_a_manifest_with_the_same_transcripts(tmp_path, mon
         expected = {"speed-0.9": 1.5 / 0.9, "speed-1.1": 1.5 / 1.1}.get(name, 1.5)
         assert all(abs(u.duration - expected) < 0.01 for u in utts), name
         assert all(soundfile.info(u.audio).samplerate == 16000 for u in utts)
+
+
+def test_name_lists_keep_one_of_each_spelling(tmp_path):
+    make_names = _script("make_names")
+    make_names.write_list(tmp_path / "n.txt", ["MARY JO", "SHARON", "MARYJO", "MARY-JO", "SHARON", "JO"])
+    assert (tmp_path / "n.txt").read_text() == "MARY JO\nSHARON\nJO\n"
+
+
+def test_committed_name_lists_are_what_make_names_writes():
+    from asr.text import spell_out
+
+    lists = {name: (RECIPE / "names" / name).read_text().splitlines()
+             for name in ("first-names.txt", "surnames.txt", "places.txt")}
+    assert len(lists["surnames.txt"]) == 10_000
+    assert lists["surnames.txt"][:3] == ["SMITH", "JOHNSON", "WILLIAMS"]  # most common first
+    assert lists["places.txt"] == sorted(lists["places.txt"])
+    for names in lists.values():
+        assert all(re.fullmatch(r"[A-Z][A-Z .'-]*", n) for n in names)
+        assert len({spell_out(n) for n in names}) == len(names)

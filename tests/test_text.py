@@ -11,6 +11,7 @@ from asr.text import (
     build_tokenizer,
     describe_unknown,
     normalize_text,
+    spell_out,
     tokenizer_from_dict,
 )
 
@@ -62,6 +63,21 @@ def bpe() -> BPETokenizer:
 def test_normalize_text(raw, expected):
     assert normalize_text(raw) == expected
     assert normalize_text(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Sharon", "s h a r o n"),
+        ("MARY JO", "m a r y j o"),  # spelled names run their words together
+        ("O'Neil-Smith", "o n e i l s m i t h"),
+        ("Zoë", "z o e"),
+        ("29 Palms", "p a l m s"),
+        ("", ""),
+    ],
+)
+def test_spell_out(raw, expected):
+    assert spell_out(raw) == expected
 
 
 # CharTokenizer ----------------------------------------------------------------------------------

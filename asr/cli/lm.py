@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+from itertools import chain
 
 from asr.cli import options
 from asr.errors import InputError
+
+# The highest order the KenLM inside flashlight-text's wheels loads (its compile-time KENLM_MAX_ORDER).
+MAX_ORDER = 6
 
 
 def add_lm(sub) -> None:
@@ -18,9 +22,16 @@ def add_lm(sub) -> None:
                                     "sentence per line, normalised like transcripts) and/or the transcripts of "
                                     "manifests, and write it as ARPA (gzipped when OUT ends in .gz). For corpora "
                                     "of more than ~100 M words use KenLM's lmplz.")
-    b.add_argument("--text", nargs="+", default=[], metavar="FILE", help="text files, one sentence per line (.gz ok)")
-    b.add_argument("--manifest", nargs="+", default=[], metavar="MANIFEST", help="take the transcripts of these")
-    b.add_argument("--order", type=int, default=3, help="n-gram order, 2 or more (default 3)")
+    # "extend": --text a --text b adds both, as --text a b does
+    b.add_argument("--text", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="text files, one sentence per line (.gz ok)")
+    b.add_argument("--manifest", nargs="+", action="extend", default=[], metavar="MANIFEST",
+                   help="take the transcripts of these")
+    b.add_argument("--spell", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="word lists, one word or name per line (.gz ok), added as a speaker spells them: each "
+                        "line's letters as one-letter words ('Swissvale' -> 's w i s s v a l e'); for speech that "
+                        "spells names, as AN4's does (use --order 5 or 6 to let the LM see whole names)")
+    b.add_argument("--order", type=int, default=3, help=f"n-gram order, 2 to {MAX_ORDER} (default 3)")
     b.add_argument("--tokens", metavar="CHECKPOINT",
                    help="model over this model's tokens instead of words, for --lexicon-free decoding")
     b.add_argument("--out", required=True, help="ARPA file to write (.arpa or .arpa.gz)")
@@ -63,14 +74,17 @@ def _text_lines(paths: list[str]):
 def _lm_build(args) -> int:
     from asr.lm import build_arpa
 
-    if not args.text and not args.manifest:
-        raise InputError("lm build: give --text and/or --manifest")
-    if args.order < 2:
-        raise InputError(f"lm build: --order {args.order}: KenLM, which beam search uses, needs 2 or more")
+    if not args.text and not args.manifest and not args.spell:
+        raise InputError("lm build: give --text, --manifest and/or --spell")
+    if not 2 <= args.order <= MAX_ORDER:
+        raise InputError(f"lm build: --order {args.order}: KenLM, which beam search uses, loads orders 2 to "
+                         f"{MAX_ORDER}")
     lines = _text_lines(args.text)
-    if args.manifest:
-        from itertools import chain
+    if args.spell:
+        from asr.text import spell_out
 
+        lines = chain(lines, (spell_out(line) for line in _text_lines(args.spell)))
+    if args.manifest:
         from asr.train import load_utterances
 
         lines = chain(lines, (u.text for u in load_utterances(args.manifest, "LM text")))

@@ -4,7 +4,8 @@ A third of AN4's utterances spell a word letter by letter: the speaker's first n
 city, as in its census questions. A letter n-gram that knows how English names are spelled corrects
 letters the acoustic model confuses ("s h a r o e" -> "s h a r o n"), so the recipe's LM adds these lists:
 
-- first-names.txt: every first name of the 1990 US Census name lists (4275 female, 1219 male);
+- first-names.txt: every first name of the 1990 US Census name lists (4275 female, 1219 male: 5163
+  different);
 - surnames.txt: the 10,000 most common surnames of the same census (of 88,799; the rarer ones did not
   help on dev and would double the LM);
 - places.txt: every city and town name of the US ZIP code list (its primary and acceptable names), less

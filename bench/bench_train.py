@@ -13,11 +13,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
 
 from asr.model import Model, preset_config
+
+
+def _endless(loader):
+    """The loader's batches epoch after epoch, so a manifest of fewer batches than steps still serves them all."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            sys.exit("error: the manifest gives no batch (no utterance within the duration limits?)")
 
 
 def throughput(args) -> None:
@@ -34,7 +46,8 @@ def throughput(args) -> None:
         torch.manual_seed(0)
         model = Model(preset_config(name, tok.vocab_size)).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=1))
+        loader = _endless(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                                      num_workers=1))
         rates, outside = [], []
         for i in range(args.warmup + args.steps):
             t0 = time.perf_counter()

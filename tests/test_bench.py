@@ -33,7 +33,8 @@ def manifest(tmp_path_factory):
 @pytest.mark.parametrize("argv", [
     ["bench_breakdown.py", "--seconds", "3", "--repeats", "1"],
     ["bench_batching.py", "--seconds", "20", "--repeats", "1", "--precisions", "fp32", "--batch-sizes", "4"],
-    ["bench_decoding.py", "--manifest", "{manifest}", "--repeats", "1", "--beam-sizes", "4", "--beam-thresholds", "12"],
+    ["bench_decoding.py", "--manifest", "{manifest}", "--lm", "models/an4/lm-6gram.arpa.gz", "--repeats", "1",
+     "--beam-sizes", "4", "--beam-thresholds", "12"],
     ["bench_long_audio.py", "--minutes", "0.2"],
     ["bench_long_audio.py", "--minutes", "0.2", "--segment-only"],
     ["bench_long_audio.py", "--minutes", "0.2", "--in-process", "--repeats", "1", "--decoder", "greedy"],

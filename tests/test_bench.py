@@ -4,13 +4,14 @@ Their numbers are not checked here (BENCHMARKS.md has them, with the commands); 
 the package has not left a script calling something that is gone or whose signature changed.
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import soundfile
+
+from asr.data import Utterance, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 AN4 = REPO.parent / "shared" / "data" / "an4"
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.skipif(not AN4.is_dir(), reason="the benchmarks build t
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "examples.jsonl"
-    rows = [{"id": name, "audio": str(REPO / "examples" / name), "text": text, "speaker": name[4:-4],
-             "duration": soundfile.info(REPO / "examples" / name).duration} for name, text in EXAMPLES.items()]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    wavs = {name: REPO / "examples" / name for name in EXAMPLES}
+    write_manifest(path, [Utterance(name, str(wav), soundfile.info(wav).duration, EXAMPLES[name], name[4:-4])
+                          for name, wav in wavs.items()])
     return path
 
 

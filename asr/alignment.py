@@ -44,9 +44,9 @@ def align(log_probs: torch.Tensor, tokens: list[int]) -> torch.Tensor:
     """(T,) frame labels of the best CTC path that spells `tokens` (all blank when there are none)."""
     if not tokens:
         return torch.zeros(log_probs.shape[0], dtype=torch.long)
-    import torchaudio.functional
+    from asr import torchaudio_api
 
-    labels, _ = torchaudio.functional.forced_align(
+    labels, _ = torchaudio_api.functional().forced_align(
         log_probs.unsqueeze(0), torch.tensor([tokens], dtype=torch.int32),
         torch.tensor([log_probs.shape[0]]), torch.tensor([len(tokens)]), blank=BLANK)
     return labels[0].long()

@@ -141,13 +141,13 @@ class FeatureExtractor:
     """
 
     def __init__(self, config: FeatureConfig = FeatureConfig(), mean=None, std=None):
-        import torchaudio.functional
+        from asr import torchaudio_api
 
         self.config = config
         # The Slaney mel filter bank (librosa's default, equal to librosa.filters.mel to 1e-7) from torchaudio:
         # librosa.filters imports scipy.signal, which costs a second at start-up. The STFT is torch's too, so
         # features batch on any device.
-        self._mel = torchaudio.functional.melscale_fbanks(
+        self._mel = torchaudio_api.functional().melscale_fbanks(
             config.n_fft // 2 + 1, 0.0, config.sample_rate / 2, config.n_mels, config.sample_rate,
             norm="slaney", mel_scale="slaney").T.contiguous()  # (F, n_fft/2+1)
         self._window = torch.hann_window(config.win_length)

@@ -240,7 +240,7 @@ _TEMPORARY_FOLDERS: list = []  # TemporaryDirectory objects: removed when the in
 def _beam_decoder(tokenizer, options: BeamOptions):
     key = (tuple(tokenizer.tokens), options)
     if key not in _DECODERS:
-        from torchaudio.models.decoder import ctc_decoder
+        from asr.torchaudio_api import ctc_decoders
 
         while len(_DECODERS) >= 4:
             _DECODERS.pop(next(iter(_DECODERS)))
@@ -260,7 +260,7 @@ def _beam_decoder(tokenizer, options: BeamOptions):
             if lm is not None:
                 lm_dict = _token_lm_dict(tuple(names))
         with _quiet_stderr(), _kenlm_errors(options.lm):
-            decoder = ctc_decoder(
+            decoder = ctc_decoders().ctc_decoder(
                 lexicon=lexicon, tokens=names, lm=lm, lm_dict=lm_dict, nbest=options.nbest, beam_size=options.beam_size,
                 beam_size_token=options.beam_size_token, beam_threshold=options.beam_threshold,
                 lm_weight=lm_weight, word_score=options.word_score, unk_score=options.unk_score,
@@ -334,7 +334,10 @@ def _boosted_lm(kenlm, word_dict, options: BeamOptions):
     Python through torchaudio's CTCDecoderLM: it is called once per completed word, not per frame,
     which keeps it cheap.
     """
-    from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
+    from asr.torchaudio_api import ctc_decoders
+
+    decoders = ctc_decoders()
+    CTCDecoderLM, CTCDecoderLMState = decoders.CTCDecoderLM, decoders.CTCDecoderLMState
 
     if options.lm_weight < 0:
         raise InputError(f"--hotword needs an LM weight of 0 or more, got {options.lm_weight:g}")

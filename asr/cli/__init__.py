@@ -15,7 +15,7 @@ import os
 import sys
 
 from asr.cli import evaluate, lm, prepare, train, transcribe
-from asr.errors import InputError
+from asr.errors import InputError, InstallError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args) or 0
         sys.stdout.flush()  # here, where a reader that left is caught below, not at exit
         return code
-    except InputError as e:
+    except (InputError, InstallError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -34,7 +34,8 @@ def _load(name: str) -> ModuleType:
     except (ImportError, OSError) as e:
         import torch
 
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        reason = text.splitlines()[-1] if text else type(e).__name__
         raise InstallError(f"{name} does not load next to torch {torch.__version__} ({reason}); install the pair "
                            f"asr is pinned to: pip install {pinned_pair()}") from e
 

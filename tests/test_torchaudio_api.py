@@ -47,16 +47,16 @@ def test_modules_still_load():
     assert hasattr(torchaudio_api.ctc_decoders(), "ctc_decoder")
 
 
-@pytest.mark.parametrize("decoder", ["greedy", "beam"])
-def test_transcribe_with_a_torchaudio_that_does_not_load(tmp_path, decoder):
-    """As torchaudio 2.11.1 fails next to torch 2.11.0: `import torchaudio` raises OSError from ctypes."""
+def test_transcribe_with_a_torchaudio_that_does_not_load(tmp_path):
+    """As torchaudio 2.11.1 fails next to torch 2.11.0: `import torchaudio` raises OSError from ctypes.
+    Loading the model makes its feature extractor, so this fails before any decoder is chosen."""
     fake = tmp_path / "site" / "torchaudio"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text(
         'raise OSError("Could not load this library: ' + str(fake) + '/lib/libtorchaudio.so")\n')
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    proc = subprocess.run([sys.executable, "-m", "asr", "transcribe", "examples/an4-dev-example.wav", "--decoder",
-                           decoder], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "asr", "transcribe", "examples/an4-dev-example.wav"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -182,17 +182,22 @@ def report_lines(summary: dict, worst: int = 5, speakers: int = 10) -> list[str]
     if summary["worst"][:worst]:
         lines.append(f"worst {len(summary['worst'][:worst])} utterances (errors, WER):")
         for w in summary["worst"][:worst]:
-            lines += [f"  {w['id']}  {w['errors']} errors, WER {100 * w['wer']:.0f} %",
+            lines += [f"  {w['id']}  {_count(w['errors'], 'error')}, WER {100 * w['wer']:.0f} %",
                       f"    ref: {_clip(w['reference'])}", f"    hyp: {_clip(w['hypothesis'])}"]
     by_speaker = sorted(summary["by_speaker"].items(), key=lambda kv: (-kv[1]["errors"], kv[0]))
     if by_speaker:
         shown = "" if len(by_speaker) <= speakers else f", the {speakers} with the most errors of {len(by_speaker)}"
         lines.append(f"WER by speaker{shown}:")
-        lines += [f"  {name:<16} {100 * g['wer']:6.2f} %  ({g['errors']} errors / {g['ref_words']} words, "
-                  f"{g['utterances']} utterances)" for name, g in by_speaker[:speakers]]
+        lines += [f"  {name:<16} {100 * g['wer']:6.2f} %  ({_count(g['errors'], 'error')} / "
+                  f"{_count(g['ref_words'], 'word')}, {_count(g['utterances'], 'utterance')})"
+                  for name, g in by_speaker[:speakers]]
     lines.append("WER by duration: " + "  ".join(f"{name} {100 * g['wer']:.2f} % ({g['utterances']} utts)"
                                                  for name, g in summary["by_duration"].items()))
     return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _clip(text: str, width: int = 100) -> str:

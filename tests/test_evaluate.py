@@ -114,6 +114,13 @@ def test_report_lines_are_short():
     assert lines[-1].startswith("WER by duration: <2 s")
 
 
+def test_report_lines_count_in_the_singular():
+    summary, _ = summarize(_results([1, 2], speakers=["one", "two"], words=2), 1.0)
+    text = "\n".join(report_lines(summary))
+    assert "u0  1 error, WER 50 %" in text and "u1  2 errors, WER 100 %" in text
+    assert "(1 error / 2 words, 1 utterance)" in text and "(2 errors / 2 words, 1 utterance)" in text
+
+
 def _write_results(folder, n_errors: list[int], ids=None, words: int = 10):
     folder.mkdir(parents=True, exist_ok=True)
     ids = ids or [f"u{i}" for i in range(len(n_errors))]

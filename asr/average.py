@@ -9,6 +9,7 @@ differs and how.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -39,8 +40,7 @@ def average_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = Non
 
     result = {k: v for k, v in first.items() if k not in ("train_state", "state_dict", "metadata")}
     result["state_dict"] = averaged
-    result["metadata"] = {**first.get("metadata", {}), "averaged_from": [str(p) for p in paths],
-                          "averaged_steps": [s.get("metadata", {}).get("steps") for s in states]}
+    result["metadata"] = _combined_metadata(paths, states, "averaged")
     return result
 
 
@@ -58,11 +58,27 @@ def ensemble_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = No
     first = states[0]
     result = {k: v for k, v in first.items() if k not in ("train_state", "state_dict", "members", "metadata")}
     result.update(version=ENSEMBLE_VERSION, members=members)
-    result["metadata"] = {**first.get("metadata", {}), "ensemble_of": [str(p) for p in paths],
-                          "ensemble_steps": [s.get("metadata", {}).get("steps") for s in states]}
-    for key in ("averaged_from", "averaged_steps"):  # the first input's, which would read as the whole file's
-        result["metadata"].pop(key, None)
+    result["metadata"] = _combined_metadata(paths, states, "ensemble")
     return result
+
+
+# Metadata that describes one input and would read as the combined file's if it were carried over from
+# the first: its dev scores (measured on that input alone) and what an earlier average or ensemble recorded.
+_PER_INPUT = ("dev_wer", "dev_cer", "averaged_from", "averaged_steps", "averaged_dev_wer",
+              "ensemble_of", "ensemble_steps", "ensemble_dev_wer")
+
+
+def _combined_metadata(paths: list[Path], states: list[dict], kind: str) -> dict:
+    """The first input's metadata (training config, data, code version) less what describes it alone, plus
+    per-input lists: `averaged_from`/`ensemble_of` (the files), `*_steps`, and `*_dev_wer` where known."""
+    metadata = {k: v for k, v in states[0].get("metadata", {}).items() if k not in _PER_INPUT}
+    inputs = [s.get("metadata", {}) for s in states]
+    metadata["averaged_from" if kind == "averaged" else "ensemble_of"] = [str(p) for p in paths]
+    metadata[f"{kind}_steps"] = [m.get("steps") for m in inputs]
+    if any(m.get("dev_wer") is not None for m in inputs):
+        metadata[f"{kind}_dev_wer"] = [m.get("dev_wer") for m in inputs]
+    metadata["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return metadata
 
 
 def write_average(paths: list[str | Path], out: str | Path, dtype: torch.dtype | None = None,

@@ -23,11 +23,12 @@ def _features() -> FeatureExtractor:
                             std=torch.linspace(0.5, 2, N_MELS))
 
 
-def _save(path: Path, seed: int, steps: int, preset: str = "tiny", tokenizer=None, features=None) -> Path:
+def _save(path: Path, seed: int, steps: int, preset: str = "tiny", tokenizer=None, features=None,
+          **metadata) -> Path:
     torch.manual_seed(seed)
     tokenizer = tokenizer or CharTokenizer()
     model = Model(preset_config(preset, tokenizer.vocab_size, n_mels=N_MELS))
-    save_checkpoint(path, model, tokenizer, features or _features(), {"steps": steps, "epochs": seed},
+    save_checkpoint(path, model, tokenizer, features or _features(), {"steps": steps, "epochs": seed, **metadata},
                     train_state={"optimizer": {"step": torch.tensor(steps)}})
     return path
 
@@ -35,6 +36,19 @@ def _save(path: Path, seed: int, steps: int, preset: str = "tiny", tokenizer=Non
 @pytest.fixture
 def three(tmp_path) -> list[Path]:
     return [_save(tmp_path / f"epoch-{i}.pt", seed=i, steps=100 * i) for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_per_input_dev_scores_are_listed_not_passed_off_as_the_results(tmp_path, ensemble):
+    a, b = (_save(tmp_path / f"{n}.pt", seed=i, steps=100, dev_wer=w, dev_cer=w / 2)
+            for i, (n, w) in enumerate([("a", 0.2), ("b", 0.3)]))
+    kind = "ensemble" if ensemble else "averaged"
+    first = write_average([a, b], tmp_path / "ab.pt", ensemble=ensemble)["metadata"]
+    assert "dev_wer" not in first and "dev_cer" not in first and first[f"{kind}_dev_wer"] == [0.2, 0.3]
+    again = write_average([tmp_path / "ab.pt", a], tmp_path / "aba.pt", ensemble=ensemble)["metadata"]
+    assert again[f"{kind}_steps"] == [100, 100]
+    assert again[f"{kind}_dev_wer"] == [None, 0.2]  # the combined file's own list is not carried on
+    assert ("averaged_from" in again) != ensemble and ("ensemble_of" in again) == ensemble
 
 
 def test_average_is_the_mean_of_every_float_tensor(three, tmp_path):

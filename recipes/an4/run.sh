@@ -7,6 +7,7 @@
 #   bash recipes/an4/run.sh                      # AN4 in ../shared/data/an4, everything under runs/an4
 #   AN4=/path/to/an4 OUT=runs/x bash recipes/an4/run.sh
 #   PRESET=medium OUT=runs/medium bash recipes/an4/run.sh   # 3 x BiLSTM 320: 66 min, a 27 MB model in fp32
+#   SEED=1 OUT=runs/an4-s1 bash recipes/an4/run.sh          # another start: stage 1 seed 1, stage 2 seeds 2 and 3
 #
 # Each step is skipped when its output exists, and training resumes from its last checkpoint, so a
 # killed run is continued by running the script again. The result is OUT/export/{model.pt,lm-6gram.arpa.gz};
@@ -24,6 +25,7 @@ TUNE_EPOCHS=${TUNE_EPOCHS:-120}  # stage 2: augmented fine-tuning, two runs side
 TUNE_THREADS=${TUNE_THREADS:-1}  # threads of each stage-2 run
 NOISE_PROB=${NOISE_PROB:-1}   # asr train --noise-prob in stage 2; 0.5 was no clear gain and lost in 20 dB noise (MODEL.md)
 AUG_RAMP=${AUG_RAMP:-0}       # asr train --augment-ramp in stage 2; 20 epochs of it were no gain (MODEL.md, run R)
+SEED=${SEED:-0}               # stage 1's seed; stage 2's runs take 2*SEED and 2*SEED+1 (0 gives the shipped X)
 export PYTHONHASHSEED=0
 
 step() { printf '\n== %s\n' "$*"; }
@@ -47,7 +49,7 @@ resume=()
 [[ -f $OUT/train/last.pt ]] && resume=(--resume)
 asr train --train "$DATA/an4-train.jsonl" --dev "$DATA/an4-dev.jsonl" --out "$OUT/train" \
     --preset "$PRESET" --feature-norm "$FEATURE_NORM" --epochs "$EPOCHS" --lr 2e-3 --warmup-steps 300 \
-    --max-batch-seconds 40 --inter-ctc 0.3 --threads "$THREADS" "${resume[@]}"
+    --max-batch-seconds 40 --inter-ctc 0.3 --seed "$SEED" --threads "$THREADS" "${resume[@]}"
 
 # Stage 1's way off the blank plateau is fragile (MODEL.md, "What was tried"): stop here rather than
 # fine-tune a model that did not find its alignments.
@@ -83,8 +85,8 @@ tune() {  # tune NAME TIME_MASKS SEED
 }
 step "stage 2: two fine-tuning runs with speed perturbation, noise, intermediate CTC and 20 or 2 time masks ($TUNE_EPOCHS epochs)"
 echo "logs: $OUT/tune-a.log, $OUT/tune-b.log"
-tune tune-a 20 0 & a=$!
-tune tune-b 2 1 & b=$!
+tune tune-a 20 $((2 * SEED)) & a=$!
+tune tune-b 2 $((2 * SEED + 1)) & b=$!
 wait $a || { echo "stage 2 run tune-a failed: see $OUT/tune-a.log" >&2; exit 1; }
 wait $b || { echo "stage 2 run tune-b failed: see $OUT/tune-b.log" >&2; exit 1; }
 

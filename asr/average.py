@@ -9,13 +9,19 @@ differs and how.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
 from asr.errors import InputError
-from asr.model import ENSEMBLE_VERSION, atomic_torch_save, checkpoint_weights, read_checkpoint, single_model_weights
+from asr.model import (
+    ENSEMBLE_VERSION,
+    atomic_torch_save,
+    checkpoint_weights,
+    created_now,
+    read_checkpoint,
+    single_model_weights,
+)
 
 
 def average_checkpoints(paths: list[str | Path], dtype: torch.dtype | None = None) -> dict:
@@ -77,7 +83,7 @@ def _combined_metadata(paths: list[Path], states: list[dict], kind: str) -> dict
     metadata[f"{kind}_steps"] = [m.get("steps") for m in inputs]
     if any(m.get("dev_wer") is not None for m in inputs):
         metadata[f"{kind}_dev_wer"] = [m.get("dev_wer") for m in inputs]
-    metadata["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    metadata["created"] = created_now()
     return metadata
 
 

@@ -9,6 +9,7 @@ Also here: named presets and self-describing checkpoints (one file, `weights_onl
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -231,6 +232,11 @@ def save_checkpoint(path: str | Path, model: Model, tokenizer, features, metadat
     if train_state is not None:
         state["train_state"] = train_state
     atomic_torch_save(state, path)
+
+
+def created_now() -> str:
+    """The `created` field of checkpoint metadata: local time in ISO 8601 with its UTC offset."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:

@@ -28,6 +28,7 @@ from asr.evaluate import decode_utterances, summarize
 from asr.model import (
     Model,
     ModelConfig,
+    created_now,
     describe,
     preset_config,
     read_checkpoint,
@@ -518,7 +519,7 @@ def _metadata(cfg: TrainConfig, step: int, epoch: int, record: dict, elapsed: fl
         "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("extra_metadata",)},
         "steps": step, "epochs": epoch, "train_seconds": round(elapsed, 1),
         "dev_wer": record.get("dev_wer"), "dev_cer": record.get("dev_cer"),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": created_now(),
         **cfg.extra_metadata,
     }
 

@@ -146,8 +146,12 @@ def _difference(a: dict, b: dict) -> str | None:
         return "feature config differs"
     for key in ("mean", "std"):
         ta, tb = fa.get(key), fb.get(key)
-        if (ta is None) != (tb is None) or (ta is not None and (ta.shape != tb.shape or not torch.equal(ta, tb))):
+        if (ta is None) != (tb is None) or (ta is not None and ta.shape != tb.shape):
             return f"feature {key} differs"
+        if ta is not None and not torch.equal(ta, tb):
+            # Fine-tuning (--init) keeps its start's statistics, and a run from scratch estimates its own.
+            return (f"feature {key} differs: the two were trained from different starts, whose weights do not "
+                    "average and whose CTC spikes fall on different frames (see `asr average --help`)")
     wa, wb = (checkpoint_weights(s)[0] for s in (a, b))
     if wa.keys() != wb.keys() or any(wa[k].shape != wb[k].shape for k in wa):
         return "state_dict tensors differ in names or shapes"

@@ -190,10 +190,13 @@ def preset_config(name: str, vocab_size: int, n_mels: int = 80) -> ModelConfig:
 class Ensemble(nn.Module):
     """Several models of one config, decoded as one: the mean of their frame posteriors.
 
-    Every member subsamples alike, so their output frames line up. The mean is of probabilities, not
-    log-probabilities, so a symbol one member is sure of survives another's ruling it out: on AN4 dev
-    that gave 8.71 % greedy WER for two runs, the mean of log-probabilities 9.16 % (models/an4/MODEL.md;
-    for those two runs, fine-tuned from the same weights, their weight average did as well with one
+    Every member subsamples alike, so their output frames line up, but the mean helps only where their
+    CTC spikes do too: for runs fine-tuned from one checkpoint. Two AN4 runs from different starts put
+    23 % of the same symbols' spikes on different frames, and their mean fell to blank between the two:
+    14.77 % greedy WER against its members' 8.86 and 11.82 % (models/an4/MODEL.md). The mean is of
+    probabilities, not log-probabilities, so a symbol one member is sure of survives another's ruling it
+    out: on AN4 dev that gave 8.71 % greedy WER for two runs, the mean of log-probabilities 9.16 %
+    (for those two runs, fine-tuned from the same weights, their weight average did as well with one
     forward pass).
     """
 

@@ -226,6 +226,12 @@ def test_an_ensemble_is_not_averaged_or_fine_tuned(three, tmp_path):
     odd = _save(tmp_path / "odd.pt", seed=9, steps=900, preset="small")
     with pytest.raises(InputError, match="odd.pt: cannot be joined in an ensemble with .*model_config differs"):
         write_average([ens, odd], tmp_path / "x.pt", ensemble=True)
+    apart = _save(tmp_path / "apart.pt", seed=9, steps=900,
+                  features=FeatureExtractor(FeatureConfig(n_mels=N_MELS), mean=torch.zeros(N_MELS),
+                                            std=torch.ones(N_MELS)))
+    with pytest.raises(InputError, match="apart.pt: cannot be joined .*feature mean differs: the two were trained "
+                                         "from different starts"):
+        write_average([ens, apart], tmp_path / "x.pt", ensemble=True)
 
     import numpy as np
     import soundfile

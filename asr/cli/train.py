@@ -134,9 +134,11 @@ def add_average(sub) -> None:
     p.add_argument("--half", action="store_true",
                    help="store the weights in float16: half the file size; the model still computes in float32")
     p.add_argument("--ensemble", action="store_true",
-                   help="keep every input's weights and decode with the mean of their output probabilities: "
-                        "one forward pass per input, for inputs too far apart for their weights to be averaged "
-                        "(e.g. runs trained from different starting weights)")
+                   help="keep every input's weights and decode with the mean of their output probabilities, "
+                        "frame by frame: one forward pass per input. For runs fine-tuned from one checkpoint "
+                        "(asr train --init), whose CTC spikes fall on the same frames; runs trained from "
+                        "different starts put about a quarter of theirs on different frames, where the mean "
+                        "loses letters (models/an4/MODEL.md), and are refused")
     p.set_defaults(func=_average, parser=p)
 
 

@@ -1,4 +1,5 @@
-"""The AN4 recipe's helper scripts: perturbed test conditions and the name lists of its LM."""
+"""The AN4 recipe's helper scripts: perturbed test conditions, the name lists of its LM, and n-best
+combination of models."""
 
 import importlib.util
 import json
@@ -15,8 +16,9 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "an4"
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, RECIPE / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"an4_recipe_{name}", RECIPE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where dataclasses look up a module's annotations
     spec.loader.exec_module(module)
     return module
 
@@ -86,3 +88,64 @@ def test_committed_name_lists_are_what_make_names_writes():
     for names in lists.values():
         assert all(re.fullmatch(r"[A-Z][A-Z .'-]*", n) for n in names)
         assert len({spell_out(n) for n in names}) == len(names)
+
+
+def test_a_transcripts_ctc_score_sums_over_all_its_alignments():
+    import itertools
+
+    import torch
+
+    combine = _script("combine_nbest")
+    log_probs = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)).log_softmax(-1)  # T=4, blank=0
+
+    def collapse(path):
+        merged = [s for i, s in enumerate(path) if i == 0 or s != path[i - 1]]
+        return [s for s in merged if s != 0]
+
+    for tokens in ([1], [1, 2], [1, 1], [2, 1, 2]):
+        paths = [p for p in itertools.product(range(3), repeat=4) if collapse(p) == tokens]
+        brute = torch.logsumexp(torch.stack([sum(log_probs[t, s] for t, s in enumerate(p)) for p in paths]), 0)
+        assert abs(combine.ctc_log_likelihood(log_probs, tokens) - float(brute)) < 1e-4, tokens
+    assert combine.ctc_log_likelihood(log_probs, [1, 1, 1]) == float("-inf")  # needs 5 frames
+    assert abs(combine.ctc_log_likelihood(log_probs, []) - float(log_probs[:, 0].sum())) < 1e-5  # all blank
+
+
+def test_rescoring_weighs_each_model_and_the_lm():
+    combine = _script("combine_nbest")
+    a = combine.Candidate("a", ctc=[-1.0, -9.0], lm=-2.0, words=1)
+    b = combine.Candidate("b c", ctc=[-2.0, -3.0], lm=-1.0, words=2)
+    utts = [[a, b], []]
+    assert combine.rescore(utts, [1.0, 0.0], 0.0, 0.0) == ["a", ""]  # the first model alone
+    assert combine.rescore(utts, [0.5, 0.5], 0.0, 0.0) == ["b c", ""]  # the mean: -5 against -2.5
+    assert combine.rescore(utts, [1.0, 0.0], 2.0, 0.0) == ["b c", ""]  # -5 against -4: the LM decides
+    assert combine.rescore(utts, [1.0, 0.0], 2.0, -2.0) == ["a", ""]  # and the word score back
+    impossible = combine.Candidate("d", ctc=[-0.5, float("-inf")], lm=-2.0, words=1)
+    assert combine.rescore([[a, impossible]], [1.0, 0.0], 0.0, 0.0) == ["d"]  # a model weighted 0 has no say
+    assert combine.rescore([[a, impossible]], [0.5, 0.5], 0.0, 0.0) == ["a"]
+
+
+def test_combining_needs_tuned_beam_settings_and_reports_the_grid(tmp_path, tiny_checkpoint, capsys):
+    from asr.decoding import BeamOptions
+    from asr.lm import build_arpa
+    from asr.tuning import save_settings
+
+    combine = _script("combine_nbest")
+    rows = []
+    for i, hz in enumerate((300, 600)):
+        soundfile.write(tmp_path / f"u{i}.wav", _tone(1.0, hz), 16000)
+        rows.append({"id": f"u{i}", "audio": f"u{i}.wav", "duration": 1.0, "text": "A B" if i else "C"})
+    manifest = tmp_path / "dev.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["--manifest", str(manifest), "--lm-weights", "0,1", "--word-scores", "0"]
+
+    assert combine.main([*argv, str(tiny_checkpoint)]) == 1
+    assert "no tuned beam search with an LM stored" in capsys.readouterr().err
+
+    build_arpa(["a b", "c", "a c"], 2, tmp_path / "lm.arpa")
+    tuned = tmp_path / "tuned.pt"
+    save_settings(tiny_checkpoint, tuned, BeamOptions(lm=str(tmp_path / "lm.arpa"), beam_size=8), {})
+    assert combine.main([*argv, str(tuned), str(tuned)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("1-best WER") == 2
+    assert "2 utterances" in out and "oracle WER" in out
+    assert "best, first alone: WER" in out and "best, mean of all: WER" in out

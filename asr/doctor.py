@@ -418,8 +418,8 @@ def format_report(report: Report, examples: int = 5) -> str:
             lines.append(f"  {c['title']}: {c['count']}")
             if key == "unknown_characters":
                 for ch, e in d["unknown_characters"].items():
-                    lines.append(f"    {ch!r} x{e['count']} in {e['utterances']} utterance"
-                                 f"{'s' if e['utterances'] != 1 else ''}, e.g. {', '.join(e['examples'])}")
+                    lines.append(f"    {ch!r} x{e['count']} in {_n(e['utterances'], 'utterance')}, "
+                                 f"e.g. {', '.join(e['examples'])}")
                 continue
             for item in c["items"][:examples]:
                 where = f"{item['id']}: " if "id" in item and key != "manifest_line" else ""

@@ -144,6 +144,10 @@ def test_combining_needs_tuned_beam_settings_and_reports_the_grid(tmp_path, tiny
     build_arpa(["a b", "c", "a c"], 2, tmp_path / "lm.arpa")
     tuned = tmp_path / "tuned.pt"
     save_settings(tiny_checkpoint, tuned, BeamOptions(lm=str(tmp_path / "lm.arpa"), beam_size=8), {})
+    token_lm = tmp_path / "token-lm.pt"
+    save_settings(tiny_checkpoint, token_lm, BeamOptions(lm=str(tmp_path / "lm.arpa"), lexicon_free=True), {})
+    assert combine.main([*argv, str(token_lm)]) == 1
+    assert "rescoring needs a word LM" in capsys.readouterr().err
     assert combine.main([*argv, str(tuned), str(tuned)]) == 0
     out = capsys.readouterr().out
     assert out.count("1-best WER") == 2

@@ -69,6 +69,8 @@ def search_options(model_path: str, metadata: dict, nbest: int) -> BeamOptions:
     stored = metadata.get("decoder") or {}
     if stored.get("decoder") != "beam" or not stored.get("lm"):
         raise InputError(f"{model_path}: no tuned beam search with an LM stored; run asr lm tune --save first")
+    if stored.get("lexicon_free"):
+        raise InputError(f"{model_path}: its LM is over tokens (lexicon-free); rescoring needs a word LM")
     known = {f.name for f in fields(BeamOptions)}
     settings = {k: v for k, v in stored.items() if k in known}
     settings["lm"] = resolve_file(settings["lm"], Path(model_path).parent, "lm")
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--word-scores", default="-1:4:1", metavar="GRID", help="default -1:4:1")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the acoustic models (default fp32)")
     args = p.parse_args(argv)
+    if args.nbest < 1:
+        p.error(f"--nbest must be 1 or more, got {args.nbest}")
     try:
         weights, scores = grid(args.lm_weights), grid(args.word_scores)
     except ValueError as e:

@@ -161,6 +161,14 @@ def decoder_from_settings(settings: dict, base_dir: str | Path | None = None):
         if settings.get("hotwords"):
             raise InputError("--hotword needs beam search: drop --decoder greedy")
         return greedy_decode
+    options = beam_options(settings, base_dir)
+    return make_decoder(name, options.beam_size, options)
+
+
+def beam_options(settings: dict, base_dir: str | Path | None = None) -> BeamOptions:
+    """`BeamOptions` from settings keys (those of `decoder_from_settings` less ``decoder``): relative
+    ``lm``/``lexicon`` paths taken from `base_dir` where the file is there, hotwords normalised."""
+    settings = dict(settings)
     for key in ("lm", "lexicon"):
         if settings.get(key):
             settings[key] = resolve_file(settings[key], base_dir, key)
@@ -171,7 +179,7 @@ def decoder_from_settings(settings: dict, base_dir: str | Path | None = None):
     options = BeamOptions(**settings)
     if options.lexicon_free and options.lexicon:
         raise InputError("a lexicon and lexicon-free decoding exclude each other")
-    return make_decoder(name, options.beam_size, options)
+    return options
 
 
 def resolve_file(path: str, base_dir, what: str) -> str:

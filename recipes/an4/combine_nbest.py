@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from asr.decoding import BeamOptions, beam_search, greedy_decode, resolve_file
+from asr.decoding import BeamOptions, beam_options, beam_search, greedy_decode
 from asr.errors import InputError
 from asr.lm import ArpaModel
 from asr.metrics import score, word_errors
@@ -71,11 +71,8 @@ def search_options(model_path: str, metadata: dict, nbest: int) -> BeamOptions:
         raise InputError(f"{model_path}: no tuned beam search with an LM stored; run asr lm tune --save first")
     if stored.get("lexicon_free"):
         raise InputError(f"{model_path}: its LM is over tokens (lexicon-free); rescoring needs a word LM")
-    known = {f.name for f in fields(BeamOptions)}
-    settings = {k: v for k, v in stored.items() if k in known}
-    settings["lm"] = resolve_file(settings["lm"], Path(model_path).parent, "lm")
-    settings["hotwords"] = tuple(tuple(h) for h in settings.get("hotwords", ()))
-    return BeamOptions(**{**settings, "nbest": nbest})
+    settings = {k: v for k, v in stored.items() if k != "decoder"}
+    return replace(beam_options(settings, Path(model_path).parent), nbest=nbest)
 
 
 def main(argv: list[str] | None = None) -> int:

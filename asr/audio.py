@@ -260,52 +260,74 @@ class SpeedPerturb:
         return resample(wave, round(SAMPLE_RATE * factor), SAMPLE_RATE)
 
 
+def _readable_files(files: list[str | Path], what: str) -> list[tuple[str, int, int]]:
+    """(path, frames, sample rate) of the files soundfile can read; warns about the rest, and raises
+    InputError when none is left."""
+    import soundfile
+
+    found, unusable = [], []
+    for f in files:
+        try:
+            info = soundfile.info(str(f))
+            if info.frames > 0 and info.samplerate > 0:
+                found.append((str(f), info.frames, info.samplerate))
+                continue
+        except Exception:
+            pass
+        unusable.append(str(f))
+    if unusable:
+        log.warning("%d %s files cannot be read and are not used: %s", len(unusable), what, ", ".join(unusable[:5]))
+    if not found:
+        raise InputError(f"no readable {what} files among {len(files)} given")
+    return found
+
+
+def _folder_files(folder: str | Path, what: str) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such {what} folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".sph"})
+    if not files:
+        raise InputError(f"{folder}: no wav, flac, ogg or sph files in the {what} folder")
+    return files
+
+
+def _check_share(prob: float, what: str) -> None:
+    if not 0.0 < prob <= 1.0:
+        raise ValueError(f"the share of utterances with {what} must be in (0, 1], got {prob}")
+
+
+def _skips(prob: float, generator: torch.Generator) -> bool:
+    """Whether this utterance goes through unchanged. Below 1 this makes one extra draw from the generator,
+    so at 1 the draws (and the epochs) are those of an augmenter without the option."""
+    return prob < 1.0 and float(torch.rand(1, generator=generator)) >= prob
+
+
+def _pick(files: list, generator: torch.Generator):
+    return files[int(torch.randint(len(files), (1,), generator=generator))]
+
+
 class NoiseMixer:
     """Adds a random stretch of a random noise file at a signal-to-noise ratio drawn from `snr_db`.
 
-    `prob` is the share of utterances that get noise; the rest pass through clean. Below 1, each call
-    makes one extra draw from the generator first, so at 1 the draws (and the epochs) are those of a
-    mixer without the option.
+    `prob` is the share of utterances that get noise; the rest pass through clean (see `_skips`).
     """
 
     def __init__(self, files: list[str | Path], snr_db: tuple[float, float] = (5.0, 20.0), prob: float = 1.0):
-        import soundfile
-
-        if not 0.0 < prob <= 1.0:
-            raise ValueError(f"the share of utterances with noise must be in (0, 1], got {prob}")
-        self.files, self.snr_db, self.prob, unusable = [], snr_db, prob, []
-        for f in files:
-            try:
-                info = soundfile.info(str(f))
-                if info.frames > 0 and info.samplerate > 0:
-                    self.files.append((str(f), info.frames, info.samplerate))
-                    continue
-            except Exception:
-                pass
-            unusable.append(str(f))
-        if unusable:
-            log.warning("%d noise files cannot be read and are not used: %s", len(unusable),
-                        ", ".join(unusable[:5]))
-        if not self.files:
-            raise InputError(f"no readable noise files among {len(files)} given")
+        _check_share(prob, "noise")
+        self.files, self.snr_db, self.prob = _readable_files(files, "noise"), snr_db, prob
 
     @classmethod
     def from_folder(cls, folder: str | Path, snr_db: tuple[float, float] = (5.0, 20.0),
                     prob: float = 1.0) -> NoiseMixer:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"{folder}: no such noise folder")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".sph"})
-        if not files:
-            raise InputError(f"{folder}: no wav, flac, ogg or sph files in the noise folder")
-        return cls(files, snr_db, prob)
+        return cls(_folder_files(folder, "noise"), snr_db, prob)
 
     def __call__(self, wave: np.ndarray, generator: torch.Generator) -> np.ndarray:
         import soundfile
 
-        if self.prob < 1.0 and float(torch.rand(1, generator=generator)) >= self.prob:
+        if _skips(self.prob, generator):
             return wave
-        path, frames, rate = self.files[int(torch.randint(len(self.files), (1,), generator=generator))]
+        path, frames, rate = _pick(self.files, generator)
         want = math.ceil(len(wave) * rate / SAMPLE_RATE)
         start = int(torch.randint(max(1, frames - want + 1), (1,), generator=generator))
         # Read only the stretch needed (seekable formats), never the whole noise file.
@@ -320,3 +342,47 @@ class NoiseMixer:
             return wave
         scale = math.sqrt(signal_power / (noise_power * 10 ** (snr / 10)))
         return (wave + scale * noise).astype(np.float32)
+
+
+class Reverberator:
+    """Plays the utterance in a room: convolves it with a room impulse response (RIR) drawn from `files`
+    (Ko et al., 2017, "A study on data augmentation of reverberant speech").
+
+    The RIR is cut to start at its direct-path peak, so the speech is not delayed and keeps its length;
+    the reverberant speech is scaled back to the dry speech's power. An RIR file with several channels
+    gives its first (one microphone). `prob` is the share of utterances that get a room; the rest pass
+    through dry (see `_skips`). RIRs from real rooms (e.g. OpenSLR's RIRS_NOISES) or simulated ones
+    (`recipes/an4/make_rirs.py`) both work.
+    """
+
+    MAX_SECONDS = 4.0  # longer files are cut: an RT60 of 2 s has decayed by 120 dB within 4 s
+
+    def __init__(self, files: list[str | Path], prob: float = 1.0):
+        _check_share(prob, "reverberation")
+        self.files, self.prob = _readable_files(files, "room impulse response"), prob
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, prob: float = 1.0) -> Reverberator:
+        return cls(_folder_files(folder, "room impulse response"), prob)
+
+    def __call__(self, wave: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        import soundfile
+        from scipy.signal import fftconvolve
+
+        if _skips(self.prob, generator):
+            return wave
+        path, frames, rate = _pick(self.files, generator)
+        rir, _ = soundfile.read(path, frames=min(frames, int(self.MAX_SECONDS * rate)), dtype="float32",
+                                always_2d=True)
+        rir = rir[:, 0]
+        if not np.isfinite(rir).all():  # a damaged float file: NaN would poison the features and the loss
+            return wave
+        if rate != SAMPLE_RATE:
+            rir = resample(rir, rate, SAMPLE_RATE)
+        rir = rir[int(np.argmax(np.abs(rir))):]
+        dry_power = float(np.mean(wave.astype(np.float64) ** 2))
+        wet = fftconvolve(wave, rir)[: len(wave)]
+        wet_power = float(np.mean(wet.astype(np.float64) ** 2))
+        if dry_power == 0.0 or wet_power == 0.0:
+            return wave
+        return (wet * math.sqrt(dry_power / wet_power)).astype(np.float32)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import asr
 from asr import distributed
 from asr.atomic import atomic_write_text, make_dirs
-from asr.audio import FeatureConfig, FeatureExtractor, NoiseMixer, SpecAugment, SpeedPerturb, load_audio
+from asr.audio import FeatureConfig, FeatureExtractor, NoiseMixer, Reverberator, SpecAugment, SpeedPerturb, load_audio
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.doctor import ctc_feasible
 from asr.errors import InputError
@@ -73,7 +73,9 @@ class TrainConfig:
     noise_dir: str | None = None  # folder of noise files mixed in at a random SNR
     noise_snr: tuple[float, float] = (5.0, 20.0)  # dB
     noise_prob: float = 1.0  # share of utterances that get noise; the rest stay clean
-    augment_ramp: int = 0  # epochs over which speed perturbation and noise ease in (SpeechDataset)
+    rir_dir: str | None = None  # folder of room impulse responses the speech is convolved with
+    rir_prob: float = 1.0  # share of utterances played in a room; the rest stay dry
+    augment_ramp: int = 0  # epochs over which speed perturbation, rooms and noise ease in (SpeechDataset)
     # Intermediate CTC (Lee & Watanabe, 2021): the loss is (1 - w) x CTC(last layer) + w x CTC(the output
     # layer applied to LSTM layer `inter_ctc_layer`, default the middle one). Training only: no parameter.
     inter_ctc_weight: float = 0.0
@@ -250,6 +252,11 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
              n_params / 1e6, device)
 
     wave_augment = [SpeedPerturb()] if cfg.speed_perturb else []
+    if cfg.rir_dir:  # the room acts on the speech alone, before the noise: noise recordings carry their own room
+        try:
+            wave_augment.append(Reverberator.from_folder(cfg.rir_dir, cfg.rir_prob))
+        except ValueError as e:
+            raise InputError(f"--rir-prob: {e}") from None
     if cfg.noise_dir:
         try:
             wave_augment.append(NoiseMixer.from_folder(cfg.noise_dir, cfg.noise_snr, cfg.noise_prob))
@@ -258,7 +265,7 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if cfg.augment_ramp < 0:
         raise InputError(f"--augment-ramp must be 0 or more epochs, got {cfg.augment_ramp}")
     if cfg.augment_ramp and not wave_augment:
-        log.warning("--augment-ramp has nothing to ease in without --speed-perturb or --noise-dir")
+        log.warning("--augment-ramp has nothing to ease in without --speed-perturb, --rir-dir or --noise-dir")
     spec_augment = SpecAugment(freq_masks=cfg.freq_masks, time_masks=cfg.time_masks) if cfg.spec_augment else None
     dataset = SpeechDataset(train_utts, features, tokenizer, spec_augment,
                             seed=cfg.seed, wave_augment=wave_augment, augment_ramp=cfg.augment_ramp)

@@ -424,3 +424,75 @@ def test_noise_mixer_errors(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"")
     with pytest.raises(InputError, match="no readable noise files"):
         NoiseMixer.from_folder(tmp_path)
+
+
+def _rir(path, taps: dict[int, float], length: int = 4000, rate: int = SAMPLE_RATE, channels: int = 1):
+    rir = np.zeros((length, channels), dtype=np.float32)
+    for at, gain in taps.items():
+        rir[at, 0] = gain
+    soundfile.write(path, rir, rate, subtype="FLOAT")
+
+
+def test_reverberator_plays_the_speech_through_the_room(tmp_path):
+    from asr.audio import Reverberator
+
+    wave = (0.1 * np.random.default_rng(0).standard_normal(SAMPLE_RATE)).astype(np.float32)
+    gen = torch.Generator
+    # A lone impulse after 100 samples of travel: cut at the direct path, it leaves the speech as it was.
+    _rir(tmp_path / "dry.wav", {100: 0.3})
+    out = Reverberator.from_folder(tmp_path)(wave, gen().manual_seed(0))
+    assert out.shape == wave.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, wave, atol=1e-6)
+    # The direct path and one echo 800 samples (50 ms) later at half its level: the echo is there, aligned
+    # to the direct sound, and the result has the dry speech's power.
+    (tmp_path / "dry.wav").unlink()
+    _rir(tmp_path / "echo.wav", {100: 1.0, 900: 0.5}, channels=2)  # the first channel is the one used
+    out = Reverberator.from_folder(tmp_path)(wave, gen().manual_seed(0))
+    echo = wave.copy()
+    echo[800:] += 0.5 * wave[:-800]
+    np.testing.assert_allclose(out, echo * np.sqrt(np.mean(wave**2) / np.mean(echo**2)), atol=1e-5)
+    # An RIR at another sample rate is resampled: the 50 ms echo stays 50 ms.
+    (tmp_path / "echo.wav").unlink()
+    _rir(tmp_path / "echo-8k.wav", {50: 1.0, 450: 0.5}, rate=8000)
+    out = Reverberator.from_folder(tmp_path)(wave, gen().manual_seed(0))
+    lag = np.correlate(out[:4000], wave[:4000], mode="full")[3999 + 700: 3999 + 900]
+    assert 700 + int(np.argmax(lag)) == 800
+
+
+def test_reverberator_draws_rooms_by_seed_and_leaves_the_asked_share_dry(tmp_path):
+    from asr.audio import Reverberator
+
+    for i in range(4):
+        _rir(tmp_path / f"r{i}.wav", {0: 1.0, 200 * (i + 1): 0.7})
+    wave = (0.1 * np.random.default_rng(1).standard_normal(8000)).astype(np.float32)
+    room = Reverberator.from_folder(tmp_path)
+    outs = [room(wave, torch.Generator().manual_seed(s)) for s in range(20)]
+    assert len({o.tobytes() for o in outs}) == 4  # every room is drawn
+    np.testing.assert_array_equal(outs[3], room(wave, torch.Generator().manual_seed(3)))
+    half = Reverberator.from_folder(tmp_path, prob=0.3)
+    dry = [half(wave, torch.Generator().manual_seed(s)) is wave for s in range(400)]
+    assert 0.6 < np.mean(dry) < 0.8  # 70 % expected
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"reverberation must be in \(0, 1\]"):
+            Reverberator.from_folder(tmp_path, prob=bad)
+
+
+def test_reverberator_errors_and_damaged_files(tmp_path):
+    from asr.audio import Reverberator
+
+    with pytest.raises(InputError, match="no such room impulse response folder"):
+        Reverberator.from_folder(tmp_path / "none")
+    with pytest.raises(InputError, match="no wav"):
+        Reverberator.from_folder(tmp_path)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(InputError, match="no readable room impulse response files among 1"):
+        Reverberator.from_folder(tmp_path)
+    # A float file holding NaN, or only zeros, leaves the speech dry instead of poisoning the features.
+    nan = np.zeros(100, dtype=np.float32)
+    nan[10] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan, SAMPLE_RATE, subtype="FLOAT")
+    soundfile.write(tmp_path / "zeros.wav", np.zeros(100, dtype=np.float32), SAMPLE_RATE, subtype="FLOAT")
+    wave = _tone(SAMPLE_RATE, 1, seconds=0.5)[:, 0]
+    room = Reverberator.from_folder(tmp_path)
+    assert len(room.files) == 2
+    assert all(room(wave, torch.Generator().manual_seed(s)) is wave for s in range(10))

@@ -1,5 +1,5 @@
-"""The AN4 recipe's helper scripts: perturbed test conditions, the name lists of its LM, and n-best
-combination of models."""
+"""The AN4 recipe's helper scripts: perturbed test conditions, simulated rooms, the name lists of its LM, and
+n-best combination of models."""
 
 import importlib.util
 import json
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 
 from asr.data import read_manifest
@@ -57,11 +58,16 @@ def test_every_condition_gets_a_manifest_with_the_same_transcripts(tmp_path, mon
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    argv = ["perturb.py", "--manifest", str(manifest), "--babble", str(manifest), "--out", str(out)]
+    rooms = tmp_path / "rooms"
+    rooms.mkdir()
+    soundfile.write(rooms / "r.wav", np.array([0, 1.0, 0, 0.5], dtype=np.float32), 16000, subtype="FLOAT")
+    argv = ["perturb.py", "--manifest", str(manifest), "--babble", str(manifest), "--rirs", str(rooms),
+            "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     perturb.main()
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["speed-0.9", "speed-1.1", "white-20db", "white-10db", "telephone", "8bit", "babble-10db"])
+    assert names == sorted(["speed-0.9", "speed-1.1", "white-20db", "white-10db", "telephone", "8bit", "babble-10db",
+                            "reverb"])
     for name in names:
         utts, problems = read_manifest(out / name / "manifest.jsonl")
         assert not problems
@@ -69,6 +75,38 @@ def test_every_condition_gets_a_manifest_with_the_same_transcripts(tmp_path, mon
         expected = {"speed-0.9": 1.5 / 0.9, "speed-1.1": 1.5 / 1.1}.get(name, 1.5)
         assert all(abs(u.duration - expected) < 0.01 for u in utts), name
         assert all(soundfile.info(u.audio).samplerate == 16000 for u in utts)
+
+
+def test_simulated_rooms_have_the_asked_reverberation_and_are_seeded(tmp_path, monkeypatch):
+    pytest.importorskip("pyroomacoustics", reason="recipes/an4/make_rirs.py needs pip install -e '.[recipes]'")
+    import pyroomacoustics as pra
+
+    make_rirs = _script("make_rirs")
+    for seed, folder in ((0, "a"), (0, "b"), (1, "c")):
+        monkeypatch.setattr(sys, "argv", ["make_rirs.py", "--out", str(tmp_path / folder), "--count", "3",
+                                          "--rt60", "0.3,0.6", "--distance", "1,2", "--seed", str(seed)])
+        make_rirs.main()
+    rooms = [json.loads(line) for line in (tmp_path / "a" / "rooms.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in rooms] == ["rir-0000.wav", "rir-0001.wav", "rir-0002.wav"]
+    for r in rooms:
+        assert 0.3 <= r["rt60"] <= 0.6 and 1 <= r["distance"] <= 2
+        assert all(0.5 <= x <= side - 0.5 for x, side in zip(r["talker"][:2] + r["mic"][:2], r["room"][:2] * 2,
+                                                             strict=True))
+        rir, rate = soundfile.read(tmp_path / "a" / r["file"])
+        assert rate == 16000 and rir.ndim == 1
+        # The direct sound arrives after the talker-microphone distance at the speed of sound (plus half the
+        # simulator's fractional-delay filter), and the tail decays at about the asked rate (Sabine's formula
+        # is an approximation in a shoebox).
+        direct = r["distance"] / pra.constants.get("c") * 16000 + pra.constants.get("frac_delay_length") // 2
+        assert abs(int(np.argmax(np.abs(rir))) - direct) <= 2
+        assert 0.5 * r["rt60"] < pra.experimental.measure_rt60(rir, fs=16000, decay_db=20) < 2 * r["rt60"]
+    def samples(folder):  # not the files' bytes: libsndfile stamps float WAVs with the time of writing
+        return [soundfile.read(tmp_path / folder / r["file"])[0] for r in rooms]
+
+    assert all(np.array_equal(a, b) for a, b in zip(samples("a"), samples("b"), strict=True))
+    assert not any(len(a) == len(c) and np.array_equal(a, c) for a, c in zip(samples("a"), samples("c"), strict=True))
+    with pytest.raises(ValueError, match="no room"):
+        make_rirs.draw_room(np.random.default_rng(0), (0.3, 0.6), (20.0, 30.0), tries=50)
 
 
 def test_name_lists_keep_one_of_each_spelling(tmp_path):

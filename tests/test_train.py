@@ -166,20 +166,30 @@ def test_bpe_tokenizer_travels_in_the_checkpoint(two_utterances, tmp_path):
     assert tok.decode(tok.encode("A M Y")) == "a m y"
 
 
-def test_training_with_speed_perturbation_and_noise(two_utterances, tmp_path):
+def test_training_with_speed_perturbation_rooms_and_noise(two_utterances, tmp_path):
     import numpy as np
     import soundfile
 
-    noise = tmp_path / "noise"
+    noise, rooms = tmp_path / "noise", tmp_path / "rooms"
     noise.mkdir()
+    rooms.mkdir()
     soundfile.write(noise / "n.wav", (0.05 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32), 16000)
+    decay = np.exp(-np.arange(4000) / 800) * np.random.default_rng(1).standard_normal(4000)
+    soundfile.write(rooms / "r.wav", decay.astype(np.float32), 16000, subtype="FLOAT")
     out = tmp_path / "run"
     summary = train(TrainConfig(train=[str(two_utterances)], out=str(out), preset="tiny", epochs=2, workers=0,
-                                speed_perturb=True, noise_dir=str(noise), noise_snr=(10.0, 20.0)))
+                                speed_perturb=True, noise_dir=str(noise), noise_snr=(10.0, 20.0),
+                                rir_dir=str(rooms), rir_prob=0.5))
     assert summary["steps"] == 2 and (out / "best.pt").is_file()
     with pytest.raises(InputError, match=r"--noise-prob: .* must be in \(0, 1\], got 0.0"):
         train(TrainConfig(train=[str(two_utterances)], out=str(tmp_path / "bad"), preset="tiny", epochs=1, workers=0,
                           noise_dir=str(noise), noise_prob=0.0))
+    with pytest.raises(InputError, match=r"--rir-prob: .* must be in \(0, 1\], got 2.0"):
+        train(TrainConfig(train=[str(two_utterances)], out=str(tmp_path / "bad"), preset="tiny", epochs=1, workers=0,
+                          rir_dir=str(rooms), rir_prob=2.0))
+    with pytest.raises(InputError, match="no such room impulse response folder"):
+        train(TrainConfig(train=[str(two_utterances)], out=str(tmp_path / "bad"), preset="tiny", epochs=1, workers=0,
+                          rir_dir=str(tmp_path / "nowhere")))
     ramped = tmp_path / "ramped"
     train(TrainConfig(train=[str(two_utterances)], out=str(ramped), preset="tiny", epochs=3, workers=0,
                       speed_perturb=True, augment_ramp=2))

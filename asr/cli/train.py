@@ -67,9 +67,14 @@ def add_train(sub) -> None:
     p.add_argument("--noise-snr", type=_snr_range, metavar="LOW,HIGH", help="SNR range in dB for --noise-dir")
     p.add_argument("--noise-prob", type=float, metavar="P",
                    help="share of utterances --noise-dir mixes noise into; the rest stay clean")
+    p.add_argument("--rir-dir", metavar="DIR",
+                   help="play utterances in rooms: convolve them with room impulse responses from the audio files "
+                        "in DIR (recursively), measured or simulated (recipes/an4/make_rirs.py)")
+    p.add_argument("--rir-prob", type=float, metavar="P",
+                   help="share of utterances --rir-dir plays in a room; the rest stay dry")
     p.add_argument("--augment-ramp", type=int, metavar="EPOCHS",
-                   help="ease speed perturbation and noise in: over the first EPOCHS epochs the share of utterances "
-                        "they touch rises linearly to all (SpecAugment is not ramped)")
+                   help="ease speed perturbation, rooms and noise in: over the first EPOCHS epochs the share of "
+                        "utterances they touch rises linearly to all (SpecAugment is not ramped)")
     p.add_argument("--inter-ctc", dest="inter_ctc_weight", type=float, metavar="W",
                    help="intermediate CTC: weight W in [0, 1) of a second CTC loss on a middle LSTM layer's output "
                         "(through the same output layer; nothing is added to the model)")

@@ -7,11 +7,13 @@ same ids and transcripts, ready for `asr evaluate`:
 - babble-10db: other speakers' AN4 speech summed (3 talkers), at 10 dB; pass --babble with a manifest of
   speakers that are not in --manifest (the training half), so nobody is heard twice;
 - telephone: band-limited to 300-3400 Hz through 8 kHz and back (what a phone line passes);
-- 8bit: 8-bit quantisation, with its hiss.
+- 8bit: 8-bit quantisation, with its hiss;
+- reverb: played in a room, convolved with one room impulse response per utterance from the folder given as
+  --rirs (as `asr train --rir-dir` does); pass rooms that training did not use (`make_rirs.py --seed 1`).
 
 Usage:
     python recipes/an4/perturb.py --manifest data/an4/an4-dev.jsonl --babble data/an4/an4-train.jsonl \
-        --out data/an4-perturbed
+        --rirs data/an4-rirs/test --out data/an4-perturbed
     asr evaluate --manifest data/an4-perturbed/white-10db/manifest.jsonl --output r/white-10db
 
 Deterministic for a given --seed.
@@ -25,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import torch
 
 from asr.atomic import atomic_open
-from asr.audio import SAMPLE_RATE, load_audio, resample
+from asr.audio import SAMPLE_RATE, Reverberator, load_audio, resample
 from asr.data import read_manifest, write_manifest
 
 
@@ -57,7 +60,12 @@ def babble(rng: np.random.Generator, others: list[np.ndarray], length: int, talk
     return out
 
 
-def conditions(babble_waves: list[np.ndarray]) -> dict:
+def reverberate(room: Reverberator, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`wave` in one of `room`'s impulse responses, drawn with `rng`."""
+    return room(wave, torch.Generator().manual_seed(int(rng.integers(2**31))))
+
+
+def conditions(babble_waves: list[np.ndarray], room: Reverberator | None = None) -> dict:
     """name -> f(wave, rng) -> wave."""
     found = {
         "speed-0.9": lambda w, rng: resample(w, round(SAMPLE_RATE * 0.9), SAMPLE_RATE),
@@ -69,6 +77,8 @@ def conditions(babble_waves: list[np.ndarray]) -> dict:
     }
     if babble_waves:
         found["babble-10db"] = lambda w, rng: with_noise(w, babble(rng, babble_waves, len(w)), 10)
+    if room is not None:
+        found["reverb"] = lambda w, rng: reverberate(room, w, rng)
     return found
 
 
@@ -78,6 +88,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder for one subfolder per condition")
     p.add_argument("--babble", help="manifest of other speakers for babble noise (e.g. the training half)")
     p.add_argument("--babble-utterances", type=int, default=200, help="how many of them to draw voices from")
+    p.add_argument("--rirs", help="folder of room impulse responses for the reverb condition (make_rirs.py)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -89,8 +100,9 @@ def main() -> None:
         others, _ = read_manifest(args.babble)
         pick = np.random.default_rng(args.seed).permutation(len(others))[: args.babble_utterances]
         babble_waves = [load_audio(others[i].audio) for i in pick]
+    room = Reverberator.from_folder(args.rirs) if args.rirs else None
     waves = [load_audio(u.audio) for u in utts]
-    for name, change in conditions(babble_waves).items():
+    for name, change in conditions(babble_waves, room).items():
         folder = Path(args.out) / name
         folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(args.seed)

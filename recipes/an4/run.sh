@@ -25,6 +25,7 @@ TUNE_EPOCHS=${TUNE_EPOCHS:-120}  # stage 2: augmented fine-tuning, two runs side
 TUNE_THREADS=${TUNE_THREADS:-1}  # threads of each stage-2 run
 NOISE_PROB=${NOISE_PROB:-1}   # asr train --noise-prob in stage 2; 0.5 was no clear gain and lost in 20 dB noise (MODEL.md)
 AUG_RAMP=${AUG_RAMP:-0}       # asr train --augment-ramp in stage 2; 20 epochs of it were no gain (MODEL.md, run R)
+RIR_PROB=${RIR_PROB:-0.5}     # share of stage 2's utterances played in a simulated room (asr train --rir-prob); 0: none
 SEED=${SEED:-0}               # stage 1's seed; stage 2's runs take 2*SEED and 2*SEED+1 (0 gives the shipped X)
 export PYTHONHASHSEED=0
 
@@ -69,6 +70,14 @@ step "noise for stage 2, built from the training audio"
 if [[ ! -f $OUT/noise/babble-8.wav ]]; then
     python recipes/an4/make_noise.py --manifest "$DATA/an4-train.jsonl" --out "$OUT/noise"
 fi
+# AN4 is close-talking; a laptop or phone on a table hears speech through a room. 400 simulated rooms
+# (RT60 0.1-1 s, 0.3-3 m from the microphone; needs pyroomacoustics: pip install -e ".[recipes]").
+rooms=()
+if [[ $RIR_PROB != 0 ]]; then
+    step "rooms for stage 2: simulated impulse responses"
+    [[ -f $OUT/rirs/rooms.jsonl ]] || python recipes/an4/make_rirs.py --out "$OUT/rirs" --count 400 --seed 0
+    rooms=(--rir-dir "$OUT/rirs" --rir-prob "$RIR_PROB")
+fi
 
 # Two fine-tuning runs that differ in SpecAugment's time masks (20 and 2) and seed, one thread each side by
 # side (on 2 cores that gets 1.3x more done than one run on two threads, BENCHMARKS.md), each averaged over its
@@ -79,11 +88,11 @@ tune() {  # tune NAME TIME_MASKS SEED
     [[ -f $OUT/$1/last.pt ]] && resume=(--resume)
     asr train --train "$DATA/an4-train.jsonl" --dev "$DATA/an4-dev.jsonl" --out "$OUT/$1" \
         --init "$OUT/train/best.pt" --epochs "$TUNE_EPOCHS" --lr 1e-3 --warmup-steps 200 --max-batch-seconds 40 \
-        --speed-perturb --noise-dir "$OUT/noise" --noise-snr 10,40 --noise-prob "$NOISE_PROB" \
+        --speed-perturb "${rooms[@]}" --noise-dir "$OUT/noise" --noise-snr 10,40 --noise-prob "$NOISE_PROB" \
         --augment-ramp "$AUG_RAMP" --shuffle-first-epoch --time-masks "$2" --seed "$3" --inter-ctc 0.3 \
         --keep-epochs 10 --threads "$TUNE_THREADS" "${resume[@]}" >> "$OUT/$1.log" 2>&1
 }
-step "stage 2: two fine-tuning runs with speed perturbation, noise, intermediate CTC and 20 or 2 time masks ($TUNE_EPOCHS epochs)"
+step "stage 2: two fine-tuning runs with speed perturbation, rooms, noise, intermediate CTC and 20 or 2 time masks ($TUNE_EPOCHS epochs)"
 echo "logs: $OUT/tune-a.log, $OUT/tune-b.log"
 tune tune-a 20 $((2 * SEED)) & a=$!
 tune tune-b 2 $((2 * SEED + 1)) & b=$!

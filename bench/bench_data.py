@@ -1,11 +1,13 @@
 """Data loading and corpus scanning speed.
 
     python bench/bench_data.py loading [--manifest data/an4/an4-train.jsonl] [--workers 2] [--repeats 3]
+                                       [--speed-perturb] [--rir-dir DIR]
     python bench/bench_data.py scan [--files 30000]
 
-`loading`: the training DataLoader (audio read, SpecAugment, optionally speed perturbation, log-mel,
-padding) over a manifest with no model attached: audio-seconds delivered per wall second, median
-of several passes. Compare with `audio_seconds_per_second` in a training run's metrics.jsonl.
+`loading`: the training DataLoader (audio read, SpecAugment, optionally speed perturbation and rooms
+from DIR's impulse responses, log-mel, padding) over a manifest with no model attached: audio-seconds
+delivered per wall second, median of several passes. Compare with `audio_seconds_per_second` in a
+training run's metrics.jsonl.
 
 `scan`: writes a LibriSpeech-shaped tree of tiny FLAC files (speaker/chapter/utt.flac with
 .trans.txt files) to a temporary folder and times `scan_librispeech` on it, against the time
@@ -27,13 +29,14 @@ import torch
 
 
 def bench_loading(args) -> None:
-    from asr.audio import FeatureExtractor, SpecAugment, SpeedPerturb
+    from asr.audio import FeatureExtractor, Reverberator, SpecAugment, SpeedPerturb
     from asr.data import BucketBatchSampler, SpeechDataset, collate, read_manifest
     from asr.text import CharTokenizer
 
     utts, _ = read_manifest(args.manifest)
     features = FeatureExtractor(mean=torch.zeros(80), std=torch.ones(80))
     augment = [SpeedPerturb()] if args.speed_perturb else []
+    augment += [Reverberator.from_folder(args.rir_dir)] if args.rir_dir else []
     dataset = SpeechDataset(utts, features, CharTokenizer(), SpecAugment(), wave_augment=augment)
     sampler = BucketBatchSampler([u.duration for u in utts], 40.0)
     audio = sum(u.duration for u in utts)
@@ -47,8 +50,10 @@ def bench_loading(args) -> None:
         for _ in loader:
             pass
         rates.append(audio / (time.perf_counter() - t0))
+    on = {True: "on", False: "off"}
     print(f"loading {len(utts)} utterances ({audio / 60:.1f} min), {args.workers} workers, "
-          f"speed perturbation {'on' if args.speed_perturb else 'off'}: median {statistics.median(rates):.0f} "
+          f"speed perturbation {on[args.speed_perturb]}, rooms {on[bool(args.rir_dir)]}: "
+          f"median {statistics.median(rates):.0f} "
           f"audio-seconds/s over {args.repeats} passes ({', '.join(f'{r:.0f}' for r in rates)})")
 
 
@@ -99,6 +104,7 @@ def main() -> None:
     lo.add_argument("--workers", type=int, default=2)
     lo.add_argument("--repeats", type=int, default=3)
     lo.add_argument("--speed-perturb", action="store_true")
+    lo.add_argument("--rir-dir", metavar="DIR", help="play every utterance in a room from DIR's impulse responses")
     sc = sub.add_parser("scan")
     sc.add_argument("--files", type=int, default=30_000)
     args = p.parse_args()

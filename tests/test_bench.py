@@ -31,6 +31,13 @@ def manifest(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rooms")
+    soundfile.write(folder / "r.wav", [1.0, 0.0, 0.5, 0.25], 16000, subtype="FLOAT")
+    return folder
+
+
 @pytest.mark.parametrize("argv", [
     ["bench_breakdown.py", "--seconds", "3", "--repeats", "1"],
     ["bench_batching.py", "--seconds", "20", "--repeats", "1", "--precisions", "fp32", "--batch-sizes", "4"],
@@ -44,12 +51,14 @@ def manifest(tmp_path_factory):
     ["bench_features.py", "--seconds", "2", "--repeats", "1"],
     ["bench_precision.py", "--manifest", "{manifest}", "--repeats", "1", "--seconds", "5"],
     ["bench_data.py", "loading", "--manifest", "{manifest}", "--workers", "0", "--repeats", "1"],
+    ["bench_data.py", "loading", "--manifest", "{manifest}", "--workers", "0", "--repeats", "1",
+     "--rir-dir", "{rooms}"],
     ["bench_data.py", "scan", "--files", "20"],
     ["bench_train.py", "throughput", "--presets", "tiny", "--manifest", "{manifest}", "--steps", "2", "--warmup", "1"],
 ], ids=lambda argv: " ".join(a for a in argv if not a.startswith("{")))
-def test_bench_script_runs(argv, manifest):
+def test_bench_script_runs(argv, manifest, rooms):
     script, *args = argv
-    args = [a.format(manifest=manifest) for a in args]
+    args = [a.format(manifest=manifest, rooms=rooms) for a in args]
     proc = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -94,7 +94,7 @@ tune() {  # tune NAME TIME_MASKS SEED
         --augment-ramp "$AUG_RAMP" --shuffle-first-epoch --time-masks "$2" --seed "$3" --inter-ctc 0.3 \
         --keep-epochs 10 --threads "$TUNE_THREADS" "${resume[@]}" >> "$OUT/$1.log" 2>&1
 }
-step "stage 2: two fine-tuning runs with speed perturbation, rooms, noise, intermediate CTC and 20 or 2 time masks ($TUNE_EPOCHS epochs)"
+step "stage 2: two fine-tuning runs with speed perturbation, ${rooms[*]:+rooms, }noise, intermediate CTC and 20 or 2 time masks ($TUNE_EPOCHS epochs)"
 echo "logs: $OUT/tune-a.log, $OUT/tune-b.log"
 tune tune-a 20 $((2 * SEED)) & a=$!
 tune tune-b 2 $((2 * SEED + 1)) & b=$!

@@ -123,10 +123,11 @@ def scan_librispeech(root: str | Path, cache_dir: str | Path | None = None) -> d
     """Every subset folder (e.g. train-clean-100) found under `root`, `root/LibriSpeech`, or `root` itself.
 
     Layout: <subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt with one
-    "<utt-id> TEXT" line per <utt-id>.flac beside it.
+    "<utt-id> TEXT" line per <utt-id>.<ext> beside it: .flac as OpenSLR ships it, or any audio
+    extension asr reads (a copy re-encoded to .opus or .wav, say).
 
-    With `cache_dir`, the `<subset>.jsonl` manifests already there serve as a cache: the durations
-    of audio files not modified since a manifest was written are taken from it, not re-read.
+    With `cache_dir`, the `<subset>.jsonl` (and `<subset>-dev.jsonl`) manifests already there serve as a
+    cache: the durations of audio files not modified since a manifest was written are taken from it.
     """
     root = Path(root).resolve()  # absolute paths: they are also the keys of the duration cache
     if not root.is_dir():
@@ -134,20 +135,35 @@ def scan_librispeech(root: str | Path, cache_dir: str | Path | None = None) -> d
     subsets: dict[str, list[tuple[str, Path, str, str]]] = {}
     for trans in sorted(root.rglob("*.trans.txt")):
         subset = trans.parents[2].name  # <subset>/<speaker>/<chapter>/<file>
+        audio = {p.stem: p for p in sorted(trans.parent.iterdir(), reverse=True)
+                 if p.suffix.lower() in AUDIO_EXTENSIONS}  # reversed: of two formats, .flac wins over .opus
         for line in trans.read_text(encoding="utf-8", errors="replace").splitlines():
             uid, _, text = line.strip().partition(" ")
             if not uid:
                 continue
-            flac = trans.parent / f"{uid}.flac"
-            if not flac.is_file():
-                log.warning("%s: no audio file %s", trans, flac.name)
+            if uid not in audio:
+                log.warning("%s: no audio file %s.flac (or another audio extension)", trans, uid)
                 continue
-            subsets.setdefault(subset, []).append((uid, flac, text.strip(), uid.split("-")[0]))
+            subsets.setdefault(subset, []).append((uid, audio[uid], text.strip(), uid.split("-")[0]))
     if not subsets:
         raise InputError(f"{root}: no LibriSpeech *.trans.txt files found")
     cache = Path(cache_dir) if cache_dir is not None else None
-    return {name: _with_durations(c, _cached_durations(cache / f"{name}.jsonl") if cache else None)
-            for name, c in subsets.items()}
+
+    def known(name: str) -> dict[str, float]:
+        return {**_cached_durations(cache / f"{name}.jsonl"), **_cached_durations(cache / f"{name}-dev.jsonl")}
+
+    return {name: _with_durations(c, known(name) if cache else None) for name, c in subsets.items()}
+
+
+def librispeech_genders(root: str | Path) -> dict[str, str]:
+    """Reader id -> 'f' or 'm' from the SPEAKERS.TXT found under `root` ({} when there is none)."""
+    genders = {}
+    for table in Path(root).rglob("SPEAKERS.TXT"):
+        for line in table.read_text(encoding="utf-8", errors="replace").splitlines():
+            fields = [f.strip() for f in line.split("|")]
+            if not line.startswith(";") and len(fields) >= 2 and fields[1] in ("F", "M"):
+                genders[fields[0]] = fields[1].lower()
+    return genders
 
 
 def split_by_speaker(utts: list[Utterance], fraction: float, seed: int = 0,
@@ -242,6 +258,25 @@ def scan_folder(root: str | Path, speaker_from: str | None = None) -> tuple[list
         raise InputError(f"{root}: none of the {len(audio)} audio files has a usable transcript "
                          f"(each needs a non-empty <name>.txt beside <name>.<ext>)")
     return utts, {reason: files for reason, files in skipped.items() if files}
+
+
+def speakers_by_regex(utts: list[Utterance], pattern: str) -> list[Utterance]:
+    """Each utterance's speaker from `pattern` searched in its id: the first group, else the whole match."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise InputError(f"--speaker-regex {pattern!r}: not a valid regular expression ({e})") from None
+    out, unmatched = [], []
+    for u in utts:
+        m = regex.search(u.id)
+        if m is None:
+            unmatched.append(u.id)
+            continue
+        out.append(Utterance(u.id, u.audio, u.duration, u.text, m.group(1) if regex.groups else m.group(0)))
+    if unmatched:
+        raise InputError(f"--speaker-regex {pattern!r} does not match {len(unmatched)} of {len(utts)} ids "
+                         f"(e.g. {unmatched[0]!r}); it is searched in ids such as {utts[0].id!r}")
+    return out
 
 
 # Column names looked for, in this order, when a table's column is not named explicitly (case-insensitive).

@@ -29,7 +29,7 @@ import numpy as np
 
 from asr.data import Utterance
 from asr.errors import InputError
-from asr.model import output_lengths
+from asr.model import available_cores, output_lengths
 
 HOP_SAMPLES = 160  # 10 ms feature frames at 16 kHz (FeatureConfig.hop_length)
 LEVEL_FRAME = 400  # 25 ms blocks for the speech level
@@ -151,11 +151,8 @@ class Report:
 
 
 def default_workers() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(16, cores))
+    """Processes reading audio: one per core this process may use, at most 16."""
+    return max(1, min(16, available_cores()))
 
 
 def load_tokenizer(texts: list[str], tokenizer: str | None = None, model: str | None = None):
@@ -400,7 +397,7 @@ def _verdict(data: dict) -> str:
 def format_report(report: Report, examples: int = 5) -> str:
     d = report.data
     dist = d["distributions"]
-    lines = [f"{d['utterances']} utterances, {d['audio_seconds'] / 60:.1f} min of readable audio, from "
+    lines = [f"{_n(d['utterances'], 'utterance')}, {d['audio_seconds'] / 60:.1f} min of readable audio, from "
              f"{', '.join(d['manifests'])}",
              f"vocabulary: {d['tokenizer']['kind']}, {d['tokenizer']['vocab_size']} symbols "
              f"({d['tokenizer']['source']})"]
@@ -447,7 +444,7 @@ def run_doctor(manifests: Sequence[str], tokenizer: str | None = None, model: st
         print(f"wrote the full report to {json_path}", file=out)
     if clean:
         write_manifest(clean, report.kept)
-        print(f"wrote {clean}: {len(report.kept)} of {report.data['utterances']} utterances "
+        print(f"wrote {clean}: {len(report.kept)} of {_n(report.data['utterances'], 'utterance')} "
               f"({report.data['blocked_utterances']} with blocking problems left out)", file=out)
     print(verdict, file=out, flush=True)
     return 0 if report.ok else 1

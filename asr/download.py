@@ -60,27 +60,30 @@ class Resource:
     """One file published on OpenSLR."""
 
     filename: str
-    number: int  # the OpenSLR resource: 12 (audio) or 11 (language model)
+    number: int  # the OpenSLR resource: 12 (LibriSpeech audio), 31 (mini LibriSpeech audio) or 11 (language model)
     md5: str | None  # the published MD5; None: checked against the server's length only
 
     @property
     def is_archive(self) -> bool:
-        return self.number == 12
+        return self.number in (12, 31)
 
     def url(self, base: str) -> str:
         return f"{base}/{self.number}/{self.filename}"
 
 
-# MD5 sums as published in OpenSLR's md5sum.txt for resources 12 and 11.
+# MD5 sums as published in OpenSLR's md5sum.txt for resources 12, 31 and 11.
 SUBSETS: dict[str, Resource] = {
-    name: Resource(f"{name}.tar.gz", 12, md5) for name, md5 in [
-        ("train-clean-100", "2a93770f6d5c6c964bc36631d331a522"),
-        ("train-clean-360", "c0e676e450a7ff2f54aeade5171606fa"),
-        ("train-other-500", "d1a0fd59409feb2c614ce4d30c387708"),
-        ("dev-clean", "42e2234ba48799c1f50f24a7926300a1"),
-        ("dev-other", "c8d0bcc9cca99d4f8b62fcc847357931"),
-        ("test-clean", "32fa31d27d2e1cad72775fee3f4849a9"),
-        ("test-other", "fb5a50374b501bb3bac4815ee91d3135"),
+    name: Resource(f"{name}.tar.gz", number, md5) for name, number, md5 in [
+        ("train-clean-100", 12, "2a93770f6d5c6c964bc36631d331a522"),
+        ("train-clean-360", 12, "c0e676e450a7ff2f54aeade5171606fa"),
+        ("train-other-500", 12, "d1a0fd59409feb2c614ce4d30c387708"),
+        ("dev-clean", 12, "42e2234ba48799c1f50f24a7926300a1"),
+        ("dev-other", 12, "c8d0bcc9cca99d4f8b62fcc847357931"),
+        ("test-clean", 12, "32fa31d27d2e1cad72775fee3f4849a9"),
+        ("test-other", 12, "fb5a50374b501bb3bac4815ee91d3135"),
+        # Mini LibriSpeech (OpenSLR 31): 5 h of train-clean-100's speakers and 2 h of dev-clean's.
+        ("train-clean-5", 31, "5df7d4e78065366204ca6845bb08f490"),
+        ("dev-clean-2", 31, "6d7ab67ac6a1d2c993d050e16d61080d"),
     ]
 }
 LM_FILES: dict[str, Resource] = {
@@ -109,11 +112,11 @@ def resource(name: str) -> Resource:
 def resolve_mirror(mirror: str | None = None) -> str:
     """The resources base URL: `mirror`, else $ASR_LIBRISPEECH_MIRROR, else OpenSLR itself.
 
-    A URL naming resource 12 or 11 itself (``.../resources/12``) is taken as its parent, so a link copied
+    A URL naming resource 12, 31 or 11 itself (``.../resources/12``) is taken as its parent, so a link copied
     from the OpenSLR page works too.
     """
     base = (mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR).strip().rstrip("/")
-    base = re.sub(r"/(?:11|12)$", "", base)
+    base = re.sub(r"/(?:11|12|31)$", "", base)
     if not re.match(r"^https?://[^/]+", base):
         raise InputError(f"mirror {base!r}: not an http:// or https:// URL")
     return base

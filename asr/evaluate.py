@@ -175,28 +175,33 @@ def evaluate(model, features, tokenizer, utts: list[Utterance], output_dir: str 
 
 def report_lines(summary: dict, worst: int = 5, speakers: int = 10) -> list[str]:
     """What `asr evaluate` prints after the WER line: SER and the WER's confidence interval, the worst
-    utterances, and the WER by speaker (the `speakers` with the most errors) and by duration."""
+    utterances (reference and hypothesis normalised alike, as the WER compares them: a corpus's upper-case
+    reference beside a lower-case hypothesis looked like errors of case), and the WER by speaker (the
+    `speakers` with the most errors) and by duration."""
+    from asr.text import normalize_text
+
     low, high = summary["wer_ci95"]
     lines = [f"SER {100 * summary['ser']:.2f} % (utterances with any word error)  "
              f"WER 95 % CI [{100 * low:.2f}, {100 * high:.2f}] % (bootstrap over utterances)"]
     if summary["worst"][:worst]:
-        lines.append(f"worst {len(summary['worst'][:worst])} utterances (errors, WER):")
+        lines.append(f"worst {count_noun(len(summary['worst'][:worst]), 'utterance')} (errors, WER):")
         for w in summary["worst"][:worst]:
-            lines += [f"  {w['id']}  {_count(w['errors'], 'error')}, WER {100 * w['wer']:.0f} %",
-                      f"    ref: {_clip(w['reference'])}", f"    hyp: {_clip(w['hypothesis'])}"]
+            lines += [f"  {w['id']}  {count_noun(w['errors'], 'error')}, WER {100 * w['wer']:.0f} %",
+                      f"    ref: {_clip(normalize_text(w['reference']))}",
+                      f"    hyp: {_clip(normalize_text(w['hypothesis']))}"]
     by_speaker = sorted(summary["by_speaker"].items(), key=lambda kv: (-kv[1]["errors"], kv[0]))
     if by_speaker:
         shown = "" if len(by_speaker) <= speakers else f", the {speakers} with the most errors of {len(by_speaker)}"
         lines.append(f"WER by speaker{shown}:")
-        lines += [f"  {name:<16} {100 * g['wer']:6.2f} %  ({_count(g['errors'], 'error')} / "
-                  f"{_count(g['ref_words'], 'word')}, {_count(g['utterances'], 'utterance')})"
+        lines += [f"  {name:<16} {100 * g['wer']:6.2f} %  ({count_noun(g['errors'], 'error')} / "
+                  f"{count_noun(g['ref_words'], 'word')}, {count_noun(g['utterances'], 'utterance')})"
                   for name, g in by_speaker[:speakers]]
-    lines.append("WER by duration: " + "  ".join(f"{name} {100 * g['wer']:.2f} % ({g['utterances']} utts)"
+    lines.append("WER by duration: " + "  ".join(f"{name} {100 * g['wer']:.2f} % ({count_noun(g['utterances'], 'utt')})"
                                                  for name, g in summary["by_duration"].items()))
     return lines
 
 
-def _count(n: int, noun: str) -> str:
+def count_noun(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
@@ -269,9 +274,12 @@ def compare_results(dir_a: str | Path, dir_b: str | Path, resamples: int = BOOTS
 def comparison_lines(c: dict) -> list[str]:
     """What `asr evaluate --compare A B` prints, ending with the verdict."""
     lines = [f"A {c['a']}: WER {100 * c['wer_a']:.2f} %", f"B {c['b']}: WER {100 * c['wer_b']:.2f} %",
-             f"on the {c['utterances']} utterances both have ({c['only_in_a']} only in A, {c['only_in_b']} only in B)"]
+             f"on the {count_noun(c['utterances'], 'utterance')} both have ({c['only_in_a']} only in A, "
+             f"{c['only_in_b']} only in B)"]
     if c["references_differ"]:
-        lines.append(f"warning: {c['references_differ']} utterances have different references in A and B")
+        n = c["references_differ"]
+        lines.append(f"warning: {count_noun(n, 'utterance')} {'has' if n == 1 else 'have'} different references "
+                     "in A and B")
     low, high = c["difference_ci95"]
     lines += [f"B - A: {100 * c['difference']:+.2f} points, 95 % CI [{100 * low:+.2f}, {100 * high:+.2f}]; "
               f"B better in {100 * c['b_better_share']:.1f} % of {c['resamples']} paired bootstrap resamples, "

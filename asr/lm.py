@@ -17,6 +17,15 @@ slow. The estimator follows Chen & Goodman (1998) as KenLM does:
 An unseen hw gets exactly gamma(h) p(w | h'), so gamma(h) is the ARPA backoff weight of h and the
 listed probabilities are the interpolated ones: querying the file by backoff reproduces the model, and
 for every context the probabilities over V sum to 1.
+
+Pruning, for a model that ships (``min_count``, ``vocab_size``):
+
+* A vocabulary limit maps every word outside the most frequent ``vocab_size`` to ``<unk>`` before counting.
+* A count cutoff drops n-grams (n >= 2) whose adjusted count is below ``min_count``, except the prefixes and
+  suffixes of kept longer ones (ARPA queries need a listed context, and KenLM wants both). A dropped n-gram's
+  whole count goes to its context's backoff mass, gamma(h) = (sum of discounts of kept + counts of dropped)
+  / c(h.), and kept n-grams interpolate with what the pruned lower order returns when queried, so every
+  context still sums to 1 and the file reproduces the pruned model exactly.
 """
 
 from __future__ import annotations
@@ -92,11 +101,31 @@ def _adjusted_counts(sentences: list[list[int]], order: int) -> list[Counter[Ngr
     return levels
 
 
-def _estimate(levels: list[Counter[Ngram]], vocab_size: int) -> tuple[list, list, list, list]:
+def _kept(levels: list[Counter[Ngram]], min_count: int) -> list[set[Ngram] | None]:
+    """Per order, the n-grams that survive the count cutoff (None: all of them), top order first."""
+    kept: list[set[Ngram] | None] = [None] * len(levels)
+    if min_count <= 1:
+        return kept
+    above: set[Ngram] = set()
+    for n in range(len(levels), 1, -1):
+        level = {g for g, c in levels[n - 1].items() if c >= min_count}
+        level |= {g[:-1] for g in above} | {g[1:] for g in above}
+        kept[n - 1] = above = level
+    return kept
+
+
+def _estimate(levels: list[Counter[Ngram]], vocab_size: int, min_count: int = 1) -> tuple[list, list, list, list]:
     """Interpolated probabilities and backoff weights per order, and the discounts used."""
     probs: list[dict[Ngram, float]] = []
     bows: list[dict[Ngram, float]] = []
     discounts, fallback = [], []
+    kept = _kept(levels, min_count)
+
+    def lower(g: Ngram) -> float:
+        """p(g[-1] | g[:-1]) as the (pruned) model of order len(g) answers by backoff."""
+        listed = probs[len(g) - 1].get(g)
+        return listed if listed is not None else bows[len(g) - 2].get(g[:-1], 1.0) * lower(g[1:])
+
     for n, counts in enumerate(levels, 1):
         if n == 1:  # <s> is never predicted; <unk> is in V with count 0
             counts = {g: c for g, c in counts.items() if g != (_BOS,)}
@@ -110,18 +139,21 @@ def _estimate(levels: list[Counter[Ngram]], vocab_size: int) -> tuple[list, list
         disc = (0.0, *d)  # indexed by min(count, 3)
         total: dict[Ngram, float] = defaultdict(float)
         freed: dict[Ngram, float] = defaultdict(float)
+        keep = kept[n - 1]
         for g, c in counts.items():
             total[g[:-1]] += c
-            freed[g[:-1]] += disc[min(c, 3)]
+            freed[g[:-1]] += disc[min(c, 3)] if keep is None or g in keep else c
         gamma = {h: freed[h] / total[h] for h in total}
         if n == 1:
             uniform = gamma[()] / vocab_size
             probs.append({g: (c - disc[min(c, 3)]) / total[()] + uniform for g, c in counts.items()})
         else:
-            lower = probs[-1]
-            probs.append({g: (c - disc[min(c, 3)]) / total[g[:-1]] + gamma[g[:-1]] * lower[g[1:]]
-                          for g, c in counts.items()})
-            bows.append(gamma)
+            kept_counts = counts.items() if keep is None else ((g, c) for g, c in counts.items() if g in keep)
+            probs.append({g: (c - disc[min(c, 3)]) / total[g[:-1]] + gamma[g[:-1]] * lower(g[1:])
+                          for g, c in kept_counts})
+            # Backoff weights only for contexts listed one order down (<s> is written as a unigram too).
+            listed = probs[-2]
+            bows.append(gamma if keep is None else {h: b for h, b in gamma.items() if h in listed or h == (_BOS,)})
     bows.append({})  # the highest order backs off nowhere
     return probs, bows, discounts, fallback
 
@@ -148,25 +180,36 @@ def _write_arpa(out: str | Path, words: list[str], probs: list[dict[Ngram, float
             gz.close()
 
 
-def build_arpa(lines: Iterable[str], order: int = 3, out: str | Path | None = None) -> NgramStats:
+def build_arpa(lines: Iterable[str], order: int = 3, out: str | Path | None = None, *,
+               min_count: int = 1, vocab_size: int | None = None) -> NgramStats:
     """Estimate an interpolated modified Kneser-Ney model of `order` from text lines; write ARPA to `out`.
 
     Lines are normalised with `normalize_text` and split on whitespace; each becomes ``<s> ... </s>``.
-    Without `out` only the statistics are computed. Raises ValueError on order < 1 or no words.
+    `vocab_size` keeps only the most frequent words (the rest become <unk>); `min_count` drops n-grams of
+    order 2 and up whose adjusted count is below it (module doc). Without `out` only the statistics are
+    computed. Raises ValueError on order < 1, a vocab_size or min_count below 1, or no words.
     """
     if order < 1:
         raise ValueError(f"n-gram order must be at least 1, got {order}")
+    if min_count < 1 or (vocab_size is not None and vocab_size < 1):
+        raise ValueError(f"min_count and vocab_size must be at least 1, got {min_count} and {vocab_size}")
     sentences = _sentences(lines)
     if not sentences:
         raise ValueError("no words to build a language model from: every line is empty after normalisation")
-    words = [UNK, BOS, EOS, *sorted({w for s in sentences for w in s} - {UNK})]
+    frequency = Counter(w for s in sentences for w in s)
+    frequency.pop(UNK, None)
+    # Ties at the vocabulary's edge broken alphabetically, so the same text always gives the same model.
+    chosen = sorted(frequency, key=lambda w: (-frequency[w], w))[:vocab_size]
+    words = [UNK, BOS, EOS, *sorted(chosen)]
     ids = {w: i for i, w in enumerate(words)}
-    encoded = [[ids[w] for w in s] for s in sentences]
+    encoded = [[ids.get(w, _UNK) for w in s] for s in sentences]
+    n_words = sum(map(len, sentences))
+    del sentences  # the encoded copy is what counting needs; this one is gigabytes on a large text
     vocab_size = len(words) - 1  # all but <s>
-    probs, bows, discounts, fallback = _estimate(_adjusted_counts(encoded, order), vocab_size)
+    probs, bows, discounts, fallback = _estimate(_adjusted_counts(encoded, order), vocab_size, min_count)
     if out is not None:
         _write_arpa(out, words, probs, bows)
-    return NgramStats(order=order, sentences=len(sentences), words=sum(map(len, sentences)),
+    return NgramStats(order=order, sentences=len(encoded), words=n_words,
                       vocab_size=vocab_size, ngrams=[len(p) + (n == 0) for n, p in enumerate(probs)],
                       discounts=discounts, fallback=fallback)
 

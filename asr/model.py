@@ -3,12 +3,15 @@
 Dimensions: B batch, T input frames (10 ms), T' = T/4 output frames (40 ms), F mel bins,
 C conv channels, H LSTM hidden size per direction, V vocabulary (blank = 0).
 
-Also here: named presets and self-describing checkpoints (one file, `weights_only=True`).
+Also here: named presets, self-describing checkpoints (one file, `weights_only=True`), and where a model
+runs: the device (`resolve_device`, shared by every command taking --device) and the CPU threads.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -255,8 +258,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: not a loadable checkpoint ({first})") from None
+        raise InputError(f"{path}: not a loadable checkpoint: {_unloadable(path, e)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not an asr checkpoint")
     if state.get("version", 0) > ENSEMBLE_VERSION:
@@ -264,6 +266,20 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(state.get("state_dict", state.get("members")), dict | list):
         raise InputError(f"{path}: checkpoint holds no weights (neither state_dict nor members)")
     return state
+
+
+def _unloadable(path: Path, error: Exception) -> str:
+    """Why torch.load refused `path`, in words: its own messages are bare pickle opcodes ("101", the
+    byte 'e' of a text file) or paragraphs about zip internals."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if not head.startswith(b"PK"):  # torch.save writes a zip archive
+        return f"it is no PyTorch file (it begins with {head!r}; torch.save writes zip archives)"
+    if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
+        return "it holds Python objects besides tensors and plain data, which are not loaded (weights_only)"
+    return "the PyTorch file is damaged or cut short (copy it again)"
 
 
 def checkpoint_weights(state: dict) -> list[dict]:
@@ -282,10 +298,11 @@ def single_model_weights(state: dict, path: str | Path, use: str) -> dict:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """-> (model in eval mode, tokenizer, feature extractor, metadata); the model is an `Ensemble` when
-    the file holds several members."""
+    the file holds several members. InputError for a device this machine does not have (`resolve_device`)."""
     from asr.audio import FeatureExtractor
     from asr.text import tokenizer_from_dict
 
+    device = resolve_device(device)
     state = read_checkpoint(path)
     members = []
     for weights in checkpoint_weights(state):
@@ -296,6 +313,67 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     model.to(device).eval()
     return (model, tokenizer_from_dict(state["tokenizer"]),
             FeatureExtractor.from_dict(state["features"]), state.get("metadata", {}))
+
+
+# --- devices and CPU threads ----------------------------------------------------------------------
+
+
+def resolve_device(name: str | torch.device, allow_auto: bool = False) -> torch.device:
+    """A device name (`--device`) -> torch.device, or InputError in one line naming it and the devices this
+    machine has. With `allow_auto` (`asr train`), "auto" is the first CUDA GPU if there is one, else the CPU.
+    Every command that takes --device calls this (through `load_checkpoint` where it loads a model), so none
+    ends in torch's traceback."""
+    text = str(name)
+    if text == "auto" and allow_auto:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"device {text!r}: not a device name (cpu, cuda or cuda:N for a GPU); this machine "
+                         f"has {', '.join(available_devices())}") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        present = torch.cuda.device_count() > (device.index or 0)
+    else:  # mps, xpu, ...: the same question, asked by allocating there
+        try:
+            torch.empty(0, device=device)
+            present = device.type != "meta"
+        except Exception:
+            present = False
+    if not present:
+        raise InputError(f"device {text}: not available on this machine, which has "
+                         f"{', '.join(available_devices())}")
+    return device
+
+
+def available_devices() -> list[str]:
+    """The devices a model can run on here, by name: cpu, then cuda:0, cuda:1, ..., and mps on a Mac."""
+    names = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return names + (["mps"] if torch.backends.mps.is_available() else [])
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (taskset, container cpusets), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int | None = None, busy: int = 0) -> int:
+    """Set torch's CPU threads to `threads`, or by default to the cores this process may use less `busy`
+    (our own processes computing beside it, such as DataLoader workers), at least 1. -> the count set.
+
+    torch's own default is every physical core whatever else runs there. Its threads wait for each other at
+    every operation, so one descheduled thread stalls all: with one of two cores busy, training ran at
+    2.4-4.7 audio-s/s with torch's default against 35-49 with one thread (issue 30).
+    """
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    count = threads or max(1, available_cores() - busy)
+    torch.set_num_threads(count)
+    return count
 
 
 # --- reduced precision for inference --------------------------------------------------------------

@@ -28,6 +28,9 @@ COLLAPSE_BLANK_RATIO = 0.98  # a healthy CTC model is mostly blank too (~60-90 %
 DOMINANT_SHARE = 0.9  # this share of non-empty hypotheses being one string means the model ignores its input
 MIN_HYPOTHESES = 3  # with fewer non-empty hypotheses, identical outputs are unremarkable
 _ADVICE = "check the learning rate, the data (asr doctor) or train longer"
+# CTC first learns that blank is the likeliest output, and its outputs stay all blank for a few hundred steps
+# (on AN4, 40 s batches: 12 epochs); a run shorter than this may end before it leaves that stage.
+FEW_STEPS = 1000
 
 
 def blank_ratio(log_probs: torch.Tensor, lengths: torch.Tensor) -> float:
@@ -41,17 +44,18 @@ def blank_ratio(log_probs: torch.Tensor, lengths: torch.Tensor) -> float:
     return int(((best == BLANK) & valid).sum()) / n_valid
 
 
-def collapse_warning(hyps_texts: list[str], blank_ratio: float) -> str | None:
+def collapse_warning(hyps_texts: list[str], blank_ratio: float, cause: str | None = None) -> str | None:
     """A one-line warning when the outputs have collapsed (all blank, one string, one symbol), else None.
 
     `blank_ratio` is the one of `blank_ratio()` over the same batches. The usual CTC failure is the all-blank
-    plateau; the rarer one is a model that says the same thing whatever it hears.
+    plateau; the rarer one is a model that says the same thing whatever it hears. `cause` (from
+    `collapse_cause`) names the likely reason for an all-blank model in place of the general advice.
     """
     texts = [t.strip() for t in hyps_texts]
     nonempty = [t for t in texts if t]
     if (texts and not nonempty) or blank_ratio > COLLAPSE_BLANK_RATIO:
         return (f"outputs collapsed to blank: {len(texts) - len(nonempty)}/{len(texts)} hypotheses empty, "
-                f"{blank_ratio:.1%} of frames blank; {_ADVICE}")
+                f"{blank_ratio:.1%} of frames blank; " + (f"likely cause: {cause}" if cause else _ADVICE))
     if len(nonempty) < MIN_HYPOTHESES:
         return None
     symbols = set("".join(nonempty).replace(" ", ""))
@@ -62,6 +66,20 @@ def collapse_warning(hyps_texts: list[str], blank_ratio: float) -> str | None:
     if count >= DOMINANT_SHARE * len(nonempty):
         return (f"outputs collapsed to one hypothesis: {count}/{len(nonempty)} non-empty hypotheses are "
                 f"{_clip(text)!r}; {_ADVICE}")
+    return None
+
+
+def collapse_cause(step: int, total_steps: int, warmup_steps: int, steps_per_epoch: int, lr: float,
+                   peak_lr: float) -> str | None:
+    """What the schedule says about an all-blank model after `step` optimizer steps, or None when it says
+    nothing: the learning rate still below its peak, or a run too short to leave the all-blank stage."""
+    if step < warmup_steps:
+        return (f"the learning rate has not reached its peak yet ({lr:.1e} of {peak_lr:.1e}, step {step} of "
+                f"{warmup_steps} warm-up steps)")
+    if total_steps < FEW_STEPS:
+        return (f"too few optimizer steps: this run has {total_steps} ({steps_per_epoch} an epoch), and CTC "
+                f"often needs hundreds before it outputs more than blanks; train more epochs or lower "
+                f"--max-batch-seconds (more, smaller batches an epoch)")
     return None
 
 
@@ -134,7 +152,8 @@ def _is_number(value) -> bool:
 
 
 def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
-    """Training loss and dev WER/CER against step, as a two-panel PNG; None (logged) without matplotlib.
+    """Training loss, dev WER/CER and the learning rate against step, as a three-panel PNG; None (logged)
+    without matplotlib.
 
     Records without "step" or the plotted field are skipped, and so are unreadable lines (the last line of a
     killed run may be half written).
@@ -148,10 +167,11 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
     records = _read_records(Path(metrics_jsonl))
     loss = _series(records, "train_loss")
     wer, cer = _series(records, "dev_wer"), _series(records, "dev_cer")
+    lr = _series(records, "lr")
 
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(15, 4), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_err = fig.subplots(1, 2)
+    ax_loss, ax_err, ax_lr = fig.subplots(1, 3)
     ax_loss.plot(*loss, marker=".", label="train loss")
     if loss[1] and min(loss[1]) > 0:
         ax_loss.set_yscale("log")  # CTC loss falls by orders of magnitude; linear hides the late progress
@@ -160,7 +180,11 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
     ax_err.plot(cer[0], [100 * v for v in cer[1]], marker=".", label="dev CER")
     ax_err.set(title="dev error rates", xlabel="step", ylabel="%")
     ax_err.legend()
-    for ax in (ax_loss, ax_err):
+    # The rate at each record's step (epoch ends): shows whether warm-up reached the peak before the decay.
+    ax_lr.plot(*lr, marker=".", label="learning rate")
+    ax_lr.set(title="learning rate", xlabel="step", ylabel="AdamW learning rate")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    for ax in (ax_loss, ax_err, ax_lr):
         ax.grid(alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -39,6 +39,9 @@ class Transcript:
     # Set when the file is damaged part-way: why reading stopped. The transcript then covers the audio
     # before the damage (`duration` seconds), rather than the whole job losing it.
     error: str | None = None
+    # Set when the transcript is probably wrong, or empty because what was heard was judged not to be
+    # speech (asr.confidence): one line saying why, which `asr transcribe` prints as a warning.
+    warning: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +52,8 @@ class Transcript:
         segments = [Segment(s["start"], s["end"], s["text"], [Word(**w) for w in s.get("words", [])])
                     for s in d.get("segments", [])]
         words = [Word(**w) for w in d.get("words", [])]
-        return cls(d["text"], d["duration"], segments, words, list(d.get("alternatives", [])), d.get("error"))
+        return cls(d["text"], d["duration"], segments, words, list(d.get("alternatives", [])), d.get("error"),
+                   d.get("warning"))
 
 
 @dataclass(frozen=True)
@@ -166,14 +170,17 @@ def render(transcript: Transcript, fmt: str, subtitle: SubtitleOptions | None = 
     return WRITERS[fmt](transcript)
 
 
+def output_paths(stem: Path, formats: list[str]) -> list[Path]:
+    """`stem`.<fmt> for every format: `a.mp3` gives `a.mp3.srt`, never `a.srt`."""
+    return [stem.with_name(stem.name + "." + fmt) for fmt in formats]
+
+
 def write_outputs(transcript: Transcript, stem: Path, formats: list[str],
                   subtitle: SubtitleOptions | None = None) -> list[Path]:
     """Write `stem`.<fmt> for every format, each atomically; `subtitle` shapes the srt and vtt cues."""
-    written = []
-    for fmt in formats:
-        path = stem.with_name(stem.name + "." + fmt)
+    written = output_paths(stem, formats)
+    for fmt, path in zip(formats, written, strict=True):
         atomic_write_text(path, render(transcript, fmt, subtitle))
-        written.append(path)
     return written
 
 

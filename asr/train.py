@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,23 +25,29 @@ from asr.audio import FeatureConfig, FeatureExtractor, NoiseMixer, Reverberator,
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.doctor import ctc_feasible
 from asr.errors import InputError
-from asr.evaluate import decode_utterances, summarize
+from asr.evaluate import count_noun, decode_utterances, summarize
 from asr.model import (
     Model,
     ModelConfig,
+    available_cores,
     created_now,
     describe,
     preset_config,
     read_checkpoint,
+    resolve_device,
     save_checkpoint,
+    set_threads,
     single_model_weights,
 )
-from asr.monitor import MetricsLog, collapse_warning, plot_curves, progress_postfix
+from asr.monitor import MetricsLog, collapse_cause, collapse_warning, plot_curves, progress_postfix
 from asr.monitor import progress as progress_bar
 from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
 EPOCH_SUMS = ("epoch_loss", "epoch_batches", "epoch_audio")  # in the checkpoint's progress, over all ranks
+# Warm-up takes at most this share of a run's optimizer steps. The default 300 steps suit runs of thousands;
+# 20 utterances make 2 steps an epoch, and in 30 epochs the rate never reached its peak (issue 30).
+WARMUP_SHARE = 0.1
 
 
 @dataclass
@@ -59,7 +66,7 @@ class TrainConfig:
     epochs: int = 30
     lr: float = 2e-3
     weight_decay: float = 1e-2
-    warmup_steps: int = 300
+    warmup_steps: int = 300  # at most WARMUP_SHARE of the run's steps (effective_warmup)
     final_lr_ratio: float = 0.02  # cosine decay ends at lr * this
     # Small batches: on AN4, 240 s batches left CTC on its all-blank plateau for 30 epochs, 40 s for 12.
     max_batch_seconds: float = 40.0
@@ -82,8 +89,8 @@ class TrainConfig:
     inter_ctc_layer: int | None = None
     sorted_first_epoch: bool = True
     seed: int = 0
-    workers: int = 1
-    threads: int = 0  # 0: torch's default
+    workers: int | None = None  # DataLoader worker processes; None: 1, or 0 on a single core (cpu_plan)
+    threads: int = 0  # torch CPU threads; 0: the cores available less the workers (cpu_plan)
     device: str = "auto"
     resume: bool = False
     stats_utterances: int = 500
@@ -133,13 +140,34 @@ def filter_trainable(utts: list[Utterance], tokenizer, cfg: TrainConfig) -> list
         kept.append(u)
     for reason, n in dropped.items():
         if n:
-            log.warning("dropped %d training utterances: %s (limits %.2f-%.1f s)", n, reason,
+            log.warning("dropped %s: %s (limits %.2f-%.1f s)", count_noun(n, "training utterance"), reason,
                         cfg.min_duration, cfg.max_duration)
     if tokenizer.unknown:
         log.warning("training transcripts have %s", describe_unknown(tokenizer.unknown))
     if not kept:
         raise InputError("no training utterances left after filtering")
     return kept
+
+
+def effective_warmup(warmup_steps: int, total_steps: int) -> int:
+    """The warm-up steps a run of `total_steps` takes: `warmup_steps`, but at most WARMUP_SHARE of the run
+    (at least 1 step), so that the learning rate reaches its peak and the cosine decay has the rest."""
+    return max(0, min(warmup_steps, max(1, round(WARMUP_SHARE * total_steps))))
+
+
+def cpu_plan(threads: int, workers: int | None, processes: int = 1) -> tuple[int, int]:
+    """-> (torch threads, DataLoader workers) that together fit this process's share of the cores.
+
+    `processes`: training processes on this machine (torchrun's LOCAL_WORLD_SIZE), which share the cores.
+    A DataLoader worker computes with one thread (torch sets 1 in each worker), so the main process gets the
+    cores less the workers. Given values are kept: `threads` 0 and `workers` None mean choose.
+    """
+    cores = max(1, available_cores() // max(1, processes))
+    if workers is None:
+        workers = 1 if cores > 1 else 0  # one worker keeps up with a CPU model's steps; on one core, none
+    if workers < 0 or threads < 0:
+        raise InputError(f"--workers and --threads must be 0 or more, got {workers} and {threads}")
+    return threads or max(1, cores - workers), workers
 
 
 def lr_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
@@ -175,6 +203,7 @@ def train(cfg: TrainConfig) -> dict:
 
     Under torchrun every process runs this; rank 0 alone writes and logs below warnings.
     """
+    resolve_device(cfg.device, allow_auto=True)  # a device this machine lacks: one line, not torch's traceback
     world = distributed.setup(cfg.device)
     out = Path(cfg.out)
     logger, handler, level = logging.getLogger("asr"), None, logging.getLogger("asr").level
@@ -197,8 +226,8 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     device = world.device
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads, workers = cpu_plan(cfg.threads, cfg.workers, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    set_threads(threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
@@ -246,10 +275,12 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
         log.info("starting from the weights of %s", cfg.init)
     n_params = sum(p.numel() for p in model.parameters())
     # The network as built: on --init or --resume it is the checkpoint's, whatever --preset says.
-    log.info("%d training utterances (%.2f h), %d dev; %s, %s tokenizer (%d symbols), %s feature normalisation, "
-             "%.2fM parameters, %s", len(train_utts), sum(u.duration for u in train_utts) / 3600, len(dev_utts),
-             describe(model_cfg), tokenizer.kind, tokenizer.vocab_size, features.config.normalize,
-             n_params / 1e6, device)
+    log.info("%s (%.2f h), %d dev; %s, %s tokenizer (%d symbols), %s feature normalisation, "
+             "%.2fM parameters, %s; %s and %s on %s", count_noun(len(train_utts), "training utterance"),
+             sum(u.duration for u in train_utts) / 3600, len(dev_utts), describe(model_cfg), tokenizer.kind,
+             tokenizer.vocab_size, features.config.normalize, n_params / 1e6, device,
+             count_noun(threads, "torch thread"), count_noun(workers, "DataLoader worker"),
+             count_noun(available_cores(), "CPU core"))
 
     wave_augment = [SpeedPerturb()] if cfg.speed_perturb else []
     if cfg.rir_dir:  # the room acts on the speech alone, before the noise: noise recordings carry their own room
@@ -276,17 +307,23 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     # The loader's own generator: drawing worker seeds from the global RNG would shift dropout's
     # random stream every time an epoch (or a resumed part of one) starts.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed))
+                                         num_workers=workers, generator=torch.Generator().manual_seed(cfg.seed))
     steps_per_epoch = math.ceil(len(sampler) / cfg.accumulate)
     total_steps = cfg.epochs * steps_per_epoch
+    warmup = effective_warmup(cfg.warmup_steps, total_steps)
+    if warmup < cfg.warmup_steps:
+        log.info("warm-up: %s, not --warmup-steps %d: the run has only %s (%d an epoch x %s), and warm-up "
+                 "takes at most %d %% of a run, so the learning rate reaches its peak %.1e at step %d",
+                 count_noun(warmup, "step"), cfg.warmup_steps, count_noun(total_steps, "optimizer step"),
+                 steps_per_epoch, count_noun(cfg.epochs, "epoch"), round(100 * WARMUP_SHARE), cfg.lr, warmup)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.final_lr_ratio))
+        optimizer, lambda s: lr_factor(s, warmup, total_steps, cfg.final_lr_ratio))
 
     # Everything a resumed run needs to continue as if it had not stopped (with the model, optimizer,
     # scheduler and RNG state): the epoch in progress and how many of its batches are done.
-    progress = {"step": 0, "epoch": 0, "batch": 0, "best_wer": math.inf, "elapsed": 0.0, "epoch_seconds": 0.0,
-                "epoch_loss": 0.0, "epoch_batches": 0, "epoch_audio": 0.0}
+    progress = {"step": 0, "epoch": 0, "batch": 0, "best_wer": math.inf, "best_cer": math.inf, "elapsed": 0.0,
+                "epoch_seconds": 0.0, "epoch_loss": 0.0, "epoch_batches": 0, "epoch_audio": 0.0}
 
     def clock(t0: float) -> float:  # add the time since t0 to the run's and the epoch's totals
         now = time.perf_counter()
@@ -425,12 +462,14 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
             record["augmented_share"] = round(dataset.augment_share(), 3)
         if world.is_main:  # rank 0 validates and writes; the others go on to the next epoch
             if dev_utts:
-                record.update(_validate(model, features, tokenizer, dev_utts, cfg, device))
+                cause = collapse_cause(progress["step"], total_steps, warmup, steps_per_epoch,
+                                       scheduler.get_last_lr()[0], cfg.lr)
+                record.update(_validate(model, features, tokenizer, dev_utts, cfg, device, cause))
             log.info("epoch %d: %s", epoch + 1, json.dumps(record))
             metrics.log(record)
             metadata = _metadata(cfg, progress["step"], epoch + 1, record, progress["elapsed"])
-            if dev_utts and record["dev_wer"] < progress["best_wer"]:
-                progress["best_wer"] = record["dev_wer"]
+            if dev_utts and is_best(record, progress):
+                progress.update(best_wer=record["dev_wer"], best_cer=record["dev_cer"])
                 save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
             elif not dev_utts:  # without a dev set, the latest model is the best we know
                 save_checkpoint(out / "best.pt", model, tokenizer, features, metadata)
@@ -450,13 +489,19 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
         if plot:
             log.info("training curves: %s", plot)
     if skipped_audio:
-        log.warning("%d training files could not be read and were skipped:\n  %s", len(skipped_audio),
-                    "\n  ".join(skipped_audio.values()))
+        log.warning("%s could not be read and %s skipped:\n  %s", count_noun(len(skipped_audio), "training file"),
+                    "was" if len(skipped_audio) == 1 else "were", "\n  ".join(skipped_audio.values()))
     best = progress["best_wer"]
     summary = {"steps": progress["step"], "best_dev_wer": None if best == math.inf else best,
                "train_seconds": round(progress["elapsed"], 1), "out": str(out)}
     log.info("done: %s", json.dumps(summary))
     return summary
+
+
+def is_best(record: dict, progress: dict) -> bool:
+    """Whether the epoch of `record` beats `progress`'s best so far: a lower dev WER, or the same WER with a CER
+    no higher. Small dev sets tie on WER often, and the later of two epochs has trained longer."""
+    return (record["dev_wer"], record["dev_cer"]) <= (progress["best_wer"], progress.get("best_cer", math.inf))
 
 
 def _epoch_totals(progress: dict, world: distributed.World) -> dict:
@@ -503,15 +548,16 @@ def _save_numbered_checkpoint(out: Path, kind: str, number: int, keep: int, mode
         old.unlink(missing_ok=True)
 
 
-def _validate(model, features, tokenizer, dev_utts, cfg, device) -> dict:
-    """Greedy WER/CER on the dev set, a few examples, and a warning when the outputs have collapsed."""
+def _validate(model, features, tokenizer, dev_utts, cfg, device, cause: str | None = None) -> dict:
+    """Greedy WER/CER on the dev set, a few examples, and a warning when the outputs have collapsed (naming
+    `cause`, from `collapse_cause`, where the schedule explains it)."""
     t0, counts = time.perf_counter(), {}
     decoded = decode_utterances(model, features, tokenizer, dev_utts, device=device, frame_counts=counts)
     summary, rows = summarize(decoded, time.perf_counter() - t0)
     for row in rows[: cfg.dev_examples]:
         log.info("  ref: %s\n  hyp: %s", row["reference"], row["hypothesis"])
     blank = counts.get("blank", 0.0) / max(1, counts.get("frames", 0))
-    warning = collapse_warning([r["hypothesis"] for r in rows], blank)
+    warning = collapse_warning([r["hypothesis"] for r in rows], blank, cause)
     if warning:
         log.warning("%s", warning)
     return {"dev_wer": round(summary["wer"], 4), "dev_cer": round(summary["cer"], 4),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asr.alignment import fit_to_speech
 from asr.audio import SAMPLE_RATE, audio_files, resample
+from asr.confidence import Calibration, judge
 from asr.decoding import decoder_from_settings, greedy_decode
 from asr.errors import InputError
 from asr.model import SUBSAMPLING, for_inference, load_checkpoint
 from asr.outputs import Segment, Transcript
+from asr.segment import speech_frames
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "an4" / "model.pt"
 _PAD_FRAMES = 25  # feature frames (0.25 s) that a batch's padded length is a multiple of
 # Segments are sorted by length in windows of this much audio (held in memory: 30 MB at 16 kHz) before
 # batching. On 10 min of AN4 speech cut at pauses (1-15 s segments), batches of 8 in time order were 45 %
@@ -35,17 +38,18 @@ class Transcriber:
                  decode=greedy_decode):
         self.model, self.tokenizer, self.features = model, tokenizer, features
         self.metadata, self.device, self.decode = metadata or {}, torch.device(device), decode
+        self.calibration = Calibration.from_metadata(self.metadata)  # None: raw confidences, no verdicts
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu", decode=None,
              decoder: dict | None = None, precision: str = "auto") -> Transcriber:
-        """Load a checkpoint. The decoder is `decode` if given, else the one the checkpoint stores
+        """Load a checkpoint: a path, a bundled model's name (`asr.catalog`), or None for the default model.
+        The decoder is `decode` if given, else the one the checkpoint stores
         (see `asr lm tune --save`) with the `decoder` settings laid over it, else greedy.
         `precision`: auto, fp32, bf16 or int8 (see `asr.model.for_inference`)."""
-        if path is None:
-            path = DEFAULT_MODEL
-            if not path.is_file():
-                raise InputError(f"{path}: bundled model not found; pass --model CHECKPOINT")
+        from asr.catalog import resolve
+
+        path = resolve(path)
         model, tokenizer, features, metadata = load_checkpoint(path, device)
         model, precision = for_inference(model, precision)
         settings = {"decoder": "custom"}
@@ -56,13 +60,15 @@ class Transcriber:
         t = cls(model, tokenizer, features, metadata, device, decode)
         t.decoder_settings = settings  # what chose `decode`, for reports
         t.precision = precision
+        t.calibration = Calibration.from_metadata(metadata)
         return t
 
     @torch.inference_mode()
     def transcribe(self, audio, sample_rate: int | None = None, batch_size: int = 8,
                    max_segment_seconds: float = 30.0, min_segment_seconds: float = 1.0,
                    split_pause_seconds: float | None = 0.5) -> Transcript:
-        """`audio`: a file path, or a 1-D (or (N, C)) numpy array / tensor with its `sample_rate`.
+        """`audio`: a file path, or a numpy array / tensor with its `sample_rate`: (N,), (N, C) as soundfile
+        reads, or (C, N) as torchaudio does, told apart by size (`_channel_axis`); channels are averaged.
 
         A file is read in blocks and cut into segments of at most `max_segment_seconds` at pauses
         (`asr.segment`), so memory stays bounded however long it is. The BiLSTM needs each segment
@@ -82,48 +88,69 @@ class Transcriber:
         chunks = segments(self._blocks(audio, sample_rate, damage), max_seconds=max_segment_seconds,
                           min_seconds=min_segment_seconds, overlap_seconds=min(2.0, min_segment_seconds / 2),
                           split_pause_seconds=split_pause_seconds)
-        decoded: list[tuple[Segment, list]] = []
+        decoded: list[tuple[Segment, list, str]] = []
         duration = 0.0
         heap = _HeapTrimmer()
         for window, end in speech_windows(chunks, _SORT_SECONDS):
             decoded += self._decode_by_length(window, batch_size)
             duration = end
             heap.check()
+        # A segment judged not to be speech (asr.confidence) gives no words: noise, not confident nonsense.
+        rejected = [part for part, _, verdict in decoded if verdict == "not speech"]
+        decoded = [(part, alt) for part, alt, verdict in decoded if verdict != "not speech"]
         parts = [part for part, _ in decoded]
         words = [w for part in parts for w in part.words]
         text = " ".join(part.text for part in parts)
         # The n-best of a single segment; that of a whole long file would mean nothing.
         alternatives = decoded[0][1] if len(decoded) == 1 else []
-        return Transcript(text, round(duration, 3), parts, words, alternatives, damage[0] if damage else None)
+        return Transcript(text, round(duration, 3), parts, words, alternatives, damage[0] if damage else None,
+                          warning=self._warning(words, rejected))
 
-    def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list]]:
-        """Decode `chunks` in batches of similar length -> (Segment, n-best) for each chunk that kept
+    def _warning(self, words: list, rejected: list) -> str | None:
+        """Why the transcript is probably wrong or empty, in a few words; None when nothing is amiss."""
+        verdict, mean = judge([w.confidence for w in words], self.calibration, calibrated=True)
+        if verdict == "probably wrong":
+            return (f"probably wrong: mean word confidence {mean:.2f} (noise, another language, or speech unlike "
+                    "the training data?)")
+        if rejected and not words:
+            dropped = sum(len(part.words) for part in rejected)
+            return f"no speech recognised: {dropped} low-confidence words dropped (noise, music or another language?)"
+        return None
+
+    def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list, str]]:
+        """Decode `chunks` in batches of similar length -> (Segment, n-best, verdict) for each chunk that kept
         a word, in time order. A batch runs the LSTM over its longest member's frames, so batching
         neighbours in time (lengths cut at pauses vary 1-30 s) spent up to half of it on padding."""
-        results: dict[int, tuple[Segment, list]] = {}
+        results: dict[int, tuple[Segment, list, str]] = {}
         for batch in batches_by_length([len(c.audio) for c in chunks], batch_size):
             for i, result in zip(batch, self._decode_chunks([chunks[i] for i in batch]), strict=True):
                 if result is not None:
                     results[i] = result
         return [results[i] for i in sorted(results)]
 
-    def _decode_chunks(self, chunks: list) -> list[tuple[Segment, list] | None]:
-        """Model and decoder over a batch of chunks -> for each chunk, (Segment, n-best) or None if it
-        kept no word."""
+    def _decode_chunks(self, chunks: list) -> list[tuple[Segment, list, str] | None]:
+        """Model and decoder over a batch of chunks -> for each chunk, (Segment, n-best, verdict) or None if
+        it kept no word. With a calibrated model, word confidences are calibrated and the verdict is
+        `asr.confidence.judge`'s; without, every verdict is "ok"."""
         padded, lengths = pad_batch([self.features(c.audio) for c in chunks])
         log_probs, out_lengths = self.model(padded.to(self.device), lengths.to(self.device))  # (B, T', V)
         frame_seconds = self.features.config.frame_seconds * SUBSAMPLING
-        results: list[tuple[Segment, list] | None] = []
+        results: list[tuple[Segment, list, str] | None] = []
         for chunk, hyp in zip(chunks, self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds), strict=True):
+            words = fit_to_speech(hyp.words, hyp.frames, speech_frames(chunk.audio, frame_seconds), frame_seconds)
             shifted = [replace(w, start=round(w.start + chunk.start, 3), end=round(w.end + chunk.start, 3))
-                       for w in hyp.words]
+                       for w in words]
             kept = [w for w in shifted if chunk.owns((w.start + w.end) / 2)]
             if not kept:
                 results.append(None)
                 continue
             text = hyp.text if len(kept) == len(shifted) else " ".join(w.word for w in kept)
             alternatives = [{"text": t, "score": round(sc, 3)} for t, sc in hyp.alternatives]
-            results.append((Segment(kept[0].start, kept[-1].end, text, kept), alternatives))
+            verdict = "ok"
+            if self.calibration is not None:
+                verdict, _ = judge([w.confidence for w in kept], self.calibration)
+                kept = [replace(w, confidence=round(float(self.calibration(w.confidence)), 4)) for w in kept]
+            results.append((Segment(kept[0].start, kept[-1].end, text, kept), alternatives, verdict))
         return results
 
     def _blocks(self, audio, sample_rate: int | None, damage: list[str]):
@@ -149,16 +176,39 @@ class Transcriber:
 
     @staticmethod
     def _waveform(audio, sample_rate: int | None) -> np.ndarray:
-        """A numpy array or tensor, (N,) or (N, C), at `sample_rate` -> mono float32 at SAMPLE_RATE."""
+        """A numpy array or tensor, (N,), (N, C) or (C, N), at `sample_rate` -> mono float32 at SAMPLE_RATE."""
         if sample_rate is None:
             raise ValueError("an array or tensor needs its sample_rate")
         wave = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
         wave = wave.astype(np.float32)
-        if wave.ndim == 2:  # (N, C) -> mono
-            wave = wave.mean(axis=1)
-        if wave.ndim != 1 or wave.size == 0:
-            raise ValueError(f"expected a non-empty 1-D or (samples, channels) array, got shape {wave.shape}")
+        if wave.size == 0:
+            raise InputError(f"audio array of shape {wave.shape} is empty")
+        if wave.ndim == 2:
+            wave = wave.mean(axis=_channel_axis(wave.shape))
+        if wave.ndim != 1:
+            raise InputError(f"audio array of shape {wave.shape}: expected (samples,), (samples, channels) or "
+                             "(channels, samples)")
         return resample(wave, sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else wave
+
+
+_MAX_CHANNELS = 8  # 7.1 sound; more "channels" than this is a shape mistake, not a recording
+_MIN_SAMPLES_PER_CHANNEL = 64  # the samples axis of a 2-D array is at least this many times the channels axis
+
+
+def _channel_axis(shape: tuple[int, int]) -> int:
+    """The channels axis of a 2-D audio array: 1 for soundfile's (N, C), 0 for torchaudio's (C, N).
+
+    Which is which is told by size alone: channels are few (at most _MAX_CHANNELS) and samples many
+    times more. An array where that does not decide, such as (4, 6) or (300, 400), or an empty one, is
+    refused: averaging over the wrong axis would transcribe a few samples as silence and say nothing.
+    """
+    for axis in (1, 0):
+        channels, samples = shape[axis], shape[1 - axis]
+        if 1 <= channels <= _MAX_CHANNELS and samples >= _MIN_SAMPLES_PER_CHANNEL * channels:
+            return axis
+    raise InputError(f"audio array of shape {shape}: cannot tell channels from samples; give (samples,), or "
+                     f"(samples, channels) or (channels, samples) with 1-{_MAX_CHANNELS} channels and many more "
+                     "samples")
 
 
 def padded_frames(frames: int) -> int:
@@ -293,11 +343,18 @@ def _glob_base(pattern: str) -> Path:
 
 
 def drop_output_collisions(found: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Keep the first input for every output stem; report the others rather than overwrite its output."""
+    """An output stem for every input: inputs whose stems collide keep their extension in it where that
+    tells them apart (a.flac and a.mp3 in one folder -> a.flac, a.mp3: a.flac.srt, a.mp3.srt). Where
+    names still collide (the same file name from two folders given apart), the first input keeps it
+    and the others are reported rather than overwrite its output."""
+    counts = Counter(stem for _, stem in found)
+    suffixes = Counter((stem, f.suffix) for f, stem in found)
     taken: dict[Path, Path] = {}
     problems: list[str] = []
     unique = []
     for f, stem in found:
+        if counts[stem] > 1 and suffixes[stem, f.suffix] == 1:
+            stem = stem.with_name(stem.name + f.suffix)
         if stem in taken:
             problems.append(f"{f}: skipped, its output name {stem} is already used by {taken[stem]}")
             continue

@@ -23,11 +23,12 @@ import torch
 from bench_inference import make_audio, spread, timed  # bench/ is on the path when a script there runs
 
 from asr.audio import load_audio
+from asr.catalog import resolve
 from asr.decoding import decoder_from_settings, greedy_decode
 from asr.evaluate import decode_utterances
 from asr.metrics import score
 from asr.train import load_utterances
-from asr.transcribe import DEFAULT_MODEL, Transcriber
+from asr.transcribe import Transcriber
 
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -35,7 +36,8 @@ PRECISIONS = ("fp32", "bf16", "int8")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--model", default="an4",
+                   help="bundled model name or checkpoint (default: an4, as in BENCHMARKS.md)")
     p.add_argument("--manifest", default=str(REPO / "data" / "an4" / "an4-dev.jsonl"))
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--threads", type=int, default=2)
@@ -74,7 +76,7 @@ def main() -> None:
     print(f"\n{len(utts)} utterances of {args.manifest}\n")
     print("| precision | greedy WER | greedy CER | beam + LM WER | beam + LM CER |\n|---|---|---|---|---|")
     stored = models["fp32"].metadata.get("decoder")
-    beam = decoder_from_settings(stored, base_dir=Path(args.model).parent) if stored else None
+    beam = decoder_from_settings(stored, base_dir=resolve(args.model).parent) if stored else None
     for name, t in models.items():
         cells = []
         for decode in (greedy_decode, beam):

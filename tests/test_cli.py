@@ -11,11 +11,11 @@ import soundfile
 import torch
 
 from asr.audio import FeatureExtractor
+from asr.catalog import models_dir
 from asr.data import Utterance, write_manifest
 from asr.lm import ArpaModel, read_arpa_vocab
 from asr.model import Model, preset_config, save_checkpoint
 from asr.text import CharTokenizer
-from asr.transcribe import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 AN4 = REPO.parent / "shared" / "data" / "an4"
@@ -168,11 +168,13 @@ def test_prepare_missing_root(tmp_path):
     assert_one_line_errors(proc, "nothing")
 
 
-EXAMPLE = REPO / "examples" / "an4-dev-example.wav"
+EXAMPLE = REPO / "examples" / "english-dev-example.wav"
+AN4_MODEL = models_dir() / "an4" / "model.pt"
+ENGLISH_MODEL = models_dir() / "english" / "model.pt"
 
 
-@pytest.mark.skipif(not (DEFAULT_MODEL.is_file() and EXAMPLE.is_file()), reason="bundled model or example missing")
-def test_bundled_model_transcribes_the_readme_example():
+@pytest.mark.skipif(not (ENGLISH_MODEL.is_file() and EXAMPLE.is_file()), reason="default model or example missing")
+def test_default_model_transcribes_the_readme_example():
     proc = run("transcribe", EXAMPLE)
     assert proc.returncode == 0, proc.stderr
     readme = (REPO / "README.md").read_text()
@@ -234,8 +236,8 @@ def test_beam_decoder_from_the_command_line(workdir, tmp_path):
 
 
 def test_lm_build_tune_save_and_transcribe_with_the_stored_settings(tmp_path):
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip("bundled model not present")
+    if not AN4_MODEL.is_file():
+        pytest.skip("bundled AN4 model not present")
     example = REPO / "examples" / "an4-dev-example.wav"
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("P I T T S B U R G H\nenter six two eight\nyes\nno\nrubout\nP I T T S B U R G H P A\n")
@@ -246,7 +248,7 @@ def test_lm_build_tune_save_and_transcribe_with_the_stored_settings(tmp_path):
     release = tmp_path / "release"
     release.mkdir()
     (tmp_path / "lm.arpa.gz").rename(release / "lm.arpa.gz")
-    proc = run("lm", "tune", "--manifest", tmp_path / "dev.jsonl", "--lm", release / "lm.arpa.gz",
+    proc = run("lm", "tune", "--model", "an4", "--manifest", tmp_path / "dev.jsonl", "--lm", release / "lm.arpa.gz",
                "--lm-weights", "0,1", "--word-scores=-1,0", "--save", release / "model.pt")
     assert proc.returncode == 0, proc.stderr
     assert "best: --lm-weight" in proc.stdout and len(proc.stdout.splitlines()) == 8  # 2 info + 4 rows + 2
@@ -304,9 +306,39 @@ def test_lm_commands_report_bad_input(tmp_path):
         assert_one_line_errors(proc, f"--order {order}: KenLM, which beam search uses, loads orders 2 to 6")
     proc = run("lm", "build", "--spell", tmp_path / "missing.txt", "--out", tmp_path / "lm.arpa")
     assert_one_line_errors(proc, "missing.txt: no such file")
-    proc = run("lm", "tune", "--manifest", tmp_path / "m.jsonl", "--lm", tmp_path / "nothing.arpa")
+    proc = run("lm", "tune", "--model", "an4", "--manifest", tmp_path / "m.jsonl", "--lm", tmp_path / "nothing.arpa")
     assert proc.returncode == 1
     assert_one_line_errors(proc, "nothing.arpa: language model file not found")
-    proc = run("transcribe", REPO / "examples" / "an4-dev-example.wav", "--lm", tmp_path / "nothing.arpa")
+    proc = run("transcribe", REPO / "examples" / "an4-dev-example.wav", "--model", "an4", "--lm",
+               tmp_path / "nothing.arpa")
     assert proc.returncode == 1
     assert_one_line_errors(proc, "nothing.arpa: language model file not found")
+
+
+def test_every_command_with_device_refuses_one_this_machine_lacks_in_one_line(workdir, tmp_path):
+    """`--device cuda` without a GPU printed a 30-line traceback (issue 30)."""
+    (tmp_path / "lm.arpa").write_text("\\data\\\n")
+    commands = {
+        "evaluate": ["evaluate", "--manifest", workdir / "m.jsonl", "--model", workdir / "tiny.pt",
+                     "--output", tmp_path / "out"],
+        "lm tune": ["lm", "tune", "--manifest", workdir / "m.jsonl", "--model", workdir / "tiny.pt",
+                    "--lm", tmp_path / "lm.arpa"],
+        "transcribe": ["transcribe", workdir / "u0.wav", "--model", workdir / "tiny.pt"],
+        "train": ["train", "--train", workdir / "m.jsonl", "--preset", "tiny", "--out", tmp_path / "run"],
+    }
+    for (name, args), device in zip(commands.items(), ["gpu", "cuda:99", "cuda:99", "gpu"], strict=True):
+        proc = run(*args, "--device", device)
+        assert proc.returncode == 1, (name, proc.stderr)
+        assert_one_line_errors(proc, f"device {device!r}" if device == "gpu" else f"device {device}")
+        assert len(proc.stderr.strip().splitlines()) == 1, (name, proc.stderr)
+
+
+def test_computing_commands_document_device_and_threads():
+    for args in (["evaluate"], ["lm", "tune"]):
+        text = " ".join(run(*args, "--help").stdout.split())
+        assert "--device DEVICE cpu, cuda, cuda:1, ... (default cpu)" in text
+        assert "--threads N CPU threads for the model (default: every core this process may use" in text
+    assert "--workers N, --threads N" in run("doctor", "--help").stdout
+    text = " ".join(run("train", "--help").stdout.split())
+    assert "(default: 1, or 0 on a single core)" in text and "less the --workers, at least 1" in text
+    assert "at most 10 % of the run's optimizer steps" in text

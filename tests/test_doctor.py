@@ -207,3 +207,15 @@ def test_warnings_that_need_no_real_speech(tmp_path):
     assert by_id["short"] == {"too_short"} and "too_long" in by_id["long"] and "duration_outlier" in by_id["odd"]
     assert by_id["n0"] == by_id["dup"] == {"duplicate_audio"}
     assert all(f"n{n}" not in by_id for n in range(1, 6))
+
+
+def test_threads_option_and_one_utterance_in_the_singular(tmp_path):
+    """`asr doctor` had no --threads (issue 30), and said '1 utterances'."""
+    from asr.data import Utterance, write_manifest
+
+    wave = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    soundfile.write(tmp_path / "a.wav", wave, 16000)
+    write_manifest(tmp_path / "one.jsonl", [Utterance("a", str(tmp_path / "a.wav"), 1.0, "go")])
+    proc = run_cli(tmp_path / "one.jsonl", "--threads", "1", "--clean", tmp_path / "clean.jsonl")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("1 utterance, ") and "of 1 utterance (0 with blocking" in proc.stdout

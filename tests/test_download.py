@@ -129,7 +129,10 @@ def served(server, dev_clean_tgz, monkeypatch):
 
 def test_resource_table_is_complete():
     assert list(dl.SUBSETS) == ["train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",
-                                "test-clean", "test-other"]
+                                "test-clean", "test-other", "train-clean-5", "dev-clean-2"]
+    assert dl.SUBSETS["train-clean-5"].url(dl.resolve_mirror()) == \
+        "https://www.openslr.org/resources/31/train-clean-5.tar.gz"
+    assert dl.resolve_mirror("https://openslr.elda.org/resources/31") == "https://openslr.elda.org/resources"
     assert set(dl.LM_FILES) == {"3-gram.arpa.gz", "3-gram.pruned.1e-7.arpa.gz", "3-gram.pruned.3e-7.arpa.gz",
                                 "4-gram.arpa.gz", "librispeech-vocab.txt", "librispeech-lexicon.txt",
                                 "librispeech-lm-norm.txt.gz"}
@@ -147,6 +150,24 @@ def test_mirror_from_argument_or_environment(monkeypatch):
     assert dl.resolve_mirror("http://other/x") == "http://other/x"
     with pytest.raises(InputError, match="not an http"):
         dl.resolve_mirror("ftp://example.org")
+
+
+def test_prepare_mini_librispeech_download(server, dev_clean_tgz, monkeypatch, tmp_path, capsys):
+    """dev-clean-2 comes from OpenSLR 31, and unpacks and scans like the full corpus's subsets."""
+    archive = dev_clean_tgz.replace(b"", b"")  # same bytes; the folder inside is renamed below
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as src, tarfile.open(fileobj=buf, mode="w:gz") as dst:
+        for member in src.getmembers():
+            member.name = member.name.replace("LibriSpeech/dev-clean", "LibriSpeech/dev-clean-2")
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    server.files["/31/dev-clean-2.tar.gz"] = buf.getvalue()
+    monkeypatch.setitem(dl.SUBSETS, "dev-clean-2", dataclasses.replace(dl.SUBSETS["dev-clean-2"],
+                                                                       md5=md5(buf.getvalue())))
+    rc = main(["prepare", "librispeech", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "out"),
+               "--download", "dev-clean-2", "--mirror", server.base])
+    assert rc == 0, capsys.readouterr().err
+    assert len((tmp_path / "out" / "dev-clean-2.jsonl").read_text().splitlines()) == 4
+    assert [path for path, _ in server.requests] == ["/31/dev-clean-2.tar.gz"]
 
 
 def test_prepare_librispeech_download_end_to_end(served, tmp_path, capsys):

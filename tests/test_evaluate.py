@@ -218,3 +218,19 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 1
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_report_lines_print_reference_and_hypothesis_normalised_alike():
+    """AN4's upper-case references beside lower-case hypotheses looked like errors of case (issue 30)."""
+    summary, _ = summarize([_decoded("a", "ENTER, Eight ONE.", "enter eight two")], 1.0)
+    text = "\n".join(report_lines(summary))
+    assert "    ref: enter eight one\n    hyp: enter eight two" in text
+    assert "worst 1 utterance (errors, WER)" in text and "(1 utt)" in text
+
+
+def test_comparison_lines_count_in_the_singular(tmp_path):
+    a = _write_results(tmp_path / "a", [1, 2], ids=["x", "only-a"])
+    b = _write_results(tmp_path / "b", [0], ids=["x"])
+    (b / "utterances.jsonl").write_text((b / "utterances.jsonl").read_text().replace('"r"', '"other"'))
+    text = "\n".join(comparison_lines(compare_results(a, b)))
+    assert "on the 1 utterance both have" in text and "1 utterance has different references" in text

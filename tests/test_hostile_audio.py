@@ -22,7 +22,7 @@ import soundfile
 import soxr
 
 from asr.audio import load_audio
-from asr.transcribe import DEFAULT_MODEL
+from asr.catalog import models_dir
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "an4-dev-example.wav"
@@ -285,13 +285,15 @@ def _speech_variants(folder: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
-    """The variants through one `asr transcribe` call with the bundled model: ({name: text}, process)."""
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip(f"bundled model not found at {DEFAULT_MODEL}")
+    """The variants through one `asr transcribe` call with the AN4 model: ({name: text}, process)."""
+    an4 = models_dir() / "an4" / "model.pt"
+    if not an4.is_file():
+        pytest.skip(f"bundled AN4 model not found at {an4}")
     folder = tmp_path_factory.mktemp("speech")
     paths = _speech_variants(folder)
     out = folder / "out"
-    proc = run("transcribe", *paths.values(), "--output-dir", out, "--format", "json", "--no-progress")
+    proc = run("transcribe", *paths.values(), "--model", "an4", "--output-dir", out, "--format", "json",
+               "--no-progress")
     texts = {name: json.loads((out / f"{p.stem}.json").read_text())["text"]
              for name, p in paths.items() if (out / f"{p.stem}.json").is_file()}
     return texts, proc

@@ -60,6 +60,32 @@ def test_every_context_sums_to_one(tmp_path, order, corpus):
     assert model.ngrams[("<s>",)][0] == -99
 
 
+@pytest.mark.parametrize("min_count, vocab_size", [(2, None), (3, None), (2, 12), (4, 8)])
+def test_pruned_models_still_sum_to_one(tmp_path, min_count, vocab_size):
+    """Dropped n-grams' mass goes to the backoff, and kept ones interpolate with the pruned lower order."""
+    lines = grammar_lines(400, seed=2)
+    full = build_arpa(lines, order=3)
+    path = tmp_path / "lm.arpa"
+    stats = build_arpa(lines, order=3, out=path, min_count=min_count, vocab_size=vocab_size)
+    assert stats.ngrams[1] < full.ngrams[1] and stats.ngrams[2] < full.ngrams[2]
+    model = ArpaModel.load(path)
+    vocab = vocabulary(path)
+    if vocab_size:
+        assert len(vocab) == vocab_size + 2  # the words kept, </s> and <unk>
+    for context in [()] + [g for g in model.ngrams if len(g) < 3]:
+        total = sum(10 ** model.log10_prob(w, context) for w in vocab)
+        assert total == pytest.approx(1, abs=1e-4), context
+    for g in model.ngrams:  # every listed n-gram's prefix and suffix is listed too (KenLM wants both)
+        assert len(g) == 1 or (g[:-1] in model.ngrams and g[1:] in model.ngrams), g
+
+
+def test_vocabulary_limit_keeps_the_most_frequent_words(tmp_path):
+    path = tmp_path / "lm.arpa"
+    build_arpa(["the cat", "the dog", "the cat sat", "a bird"], order=2, out=path, vocab_size=2)
+    assert sorted(read_arpa_vocab(path)) == ["cat", "the"]
+    assert ArpaModel.load(path).log10_prob("dog", ["the"]) == ArpaModel.load(path).log10_prob("<unk>", ["the"])
+
+
 def test_discounts_from_count_of_counts():
     # Y = 10 / (10 + 2*5) = 0.5; D1 = 1 - 2*0.5*5/10; D2 = 2 - 3*0.5*3/5; D3 = 3 - 4*0.5*2/3
     assert kn_discounts([10, 5, 3, 2]) == pytest.approx((0.5, 1.1, 3 - 4 / 3))

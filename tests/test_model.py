@@ -171,3 +171,63 @@ def test_intermediate_output_reads_the_chosen_layer_through_the_output_layer():
     assert layers[1]["fwd"].weight_ih_l0.grad is None and layers[2]["bwd"].weight_hh_l0.grad is None
     with pytest.raises(ValueError, match="intermediate layer must be in 1..2"):
         model(feats, lengths, intermediate=3)
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resolve_device_names_the_device_and_what_there_is():
+    """`--device cuda` without a GPU ended in a 30-line traceback (issue 30)."""
+    from asr.errors import InputError
+    from asr.model import available_devices, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto", allow_auto=True).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    missing = ["gpu", "cuda:99", "nonsense", "auto"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for name in missing:
+        with pytest.raises(InputError) as e:
+            resolve_device(name)
+        message = str(e.value)
+        assert name in message and ", ".join(available_devices()) in message and "\n" not in message
+
+
+def test_load_checkpoint_refuses_a_device_this_machine_lacks(tiny_checkpoint):
+    from asr.errors import InputError
+
+    with pytest.raises(InputError, match="device cuda:99: not available on this machine, which has cpu"):
+        load_checkpoint(tiny_checkpoint, "cuda:99")
+
+
+def test_unloadable_checkpoint_says_what_is_wrong(tmp_path, tiny_checkpoint):
+    """A text file was 'not a loadable checkpoint (101)': the bare pickle opcode torch reported (issue 30)."""
+    from asr.errors import InputError
+
+    (tmp_path / "text.pt").write_text("hello world\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    whole = tiny_checkpoint.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    expected = {"text.pt": "it is no PyTorch file (it begins with b'hell'", "empty.pt": "the file is empty",
+                "cut.pt": "the PyTorch file is damaged or cut short"}
+    for name, reason in expected.items():
+        with pytest.raises(InputError) as e:
+            read_checkpoint(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: not a loadable checkpoint: {reason}")
+        assert "(101)" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_set_threads_leaves_the_cores_of_other_work(monkeypatch, keep_threads):
+    """torch's default takes every core: with workers beside it, that oversubscribes them (issue 30)."""
+    import asr.model
+    from asr.errors import InputError
+    from asr.model import set_threads
+
+    monkeypatch.setattr(asr.model, "available_cores", lambda: 4)
+    assert set_threads(busy=1) == 3 and torch.get_num_threads() == 3
+    assert set_threads(busy=9) == 1
+    assert set_threads(2, busy=3) == 2 and torch.get_num_threads() == 2
+    with pytest.raises(InputError, match="--threads must be at least 1, got 0"):
+        set_threads(0)

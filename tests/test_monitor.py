@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from asr import monitor
-from asr.monitor import MetricsLog, blank_ratio, collapse_warning, plot_curves, progress, progress_postfix
+from asr.monitor import (
+    MetricsLog,
+    blank_ratio,
+    collapse_cause,
+    collapse_warning,
+    plot_curves,
+    progress,
+    progress_postfix,
+)
 
 
 def _emissions(paths: list[list[int]], vocab: int = 5) -> torch.Tensor:
@@ -118,3 +126,34 @@ def test_progress_postfix_and_bar(capsys):
     assert "epoch 3" in shown and "/100" in shown and "audio-s/s=10" in shown
     with progress(100, epoch=1) as bar:  # pytest's stderr is no terminal: no bar
         assert bar.disable
+
+
+def test_plot_curves_draws_the_learning_rate(tmp_path, monkeypatch):
+    """A short run's rate that never reached its peak was invisible in curves.png (issue 30)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "train_loss": 3.0, "lr": lr}) + "\n"
+                               for s, lr in ((2, 6.7e-4), (4, 1.3e-3), (6, 2e-3))))
+    plot_curves(metrics, tmp_path / "curves.png")
+    panels = {ax.get_title(): ax for ax in drawn[0].axes}
+    line = panels["learning rate"].get_lines()[0]
+    assert list(line.get_xdata()) == [2, 4, 6] and list(line.get_ydata()) == [6.7e-4, 1.3e-3, 2e-3]
+
+
+def test_collapse_warning_names_the_schedule_as_the_likely_cause():
+    """20 utterances, 2 steps an epoch: the default 300 warm-up steps kept the rate from its peak (issue 30)."""
+    warming = collapse_cause(step=60, total_steps=60 * 50, warmup_steps=300, steps_per_epoch=2, lr=4e-4,
+                             peak_lr=2e-3)
+    assert "not reached its peak" in warming and "4.0e-04 of 2.0e-03" in warming and "60 of 300" in warming
+    short = collapse_cause(step=60, total_steps=60, warmup_steps=6, steps_per_epoch=2, lr=1e-3, peak_lr=2e-3)
+    assert "too few optimizer steps" in short and "60 (2 an epoch)" in short
+    assert collapse_cause(step=2000, total_steps=5000, warmup_steps=300, steps_per_epoch=100, lr=1e-3,
+                          peak_lr=2e-3) is None
+    message = collapse_warning(["", ""], 1.0, cause=short)
+    assert message.startswith("outputs collapsed to blank") and "likely cause: too few optimizer steps" in message
+    assert "\n" not in message

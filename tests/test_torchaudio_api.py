@@ -55,7 +55,7 @@ def test_transcribe_with_a_torchaudio_that_does_not_load(tmp_path):
     (fake / "__init__.py").write_text(
         'raise OSError("Could not load this library: ' + str(fake) + '/lib/libtorchaudio.so")\n')
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    proc = subprocess.run([sys.executable, "-m", "asr", "transcribe", "examples/an4-dev-example.wav"],
+    proc = subprocess.run([sys.executable, "-m", "asr", "transcribe", "examples/an4-dev-example.wav", "--model", "an4"],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -74,7 +74,7 @@ def test_filter_drops_what_ctc_cannot_learn(caplog):
     kept = filter_trainable(utts, tok, cfg)
     assert [u.id for u in kept] == ["ok", "digits"]
     assert "too short" in caplog.text and "too long" in caplog.text and "output frames" in caplog.text
-    assert "dropped 1 training utterances: empty transcript" in caplog.text
+    assert "dropped 1 training utterance: empty transcript" in caplog.text
     assert "outside the vocabulary" in caplog.text and "'1' x2" in caplog.text
 
 
@@ -248,3 +248,95 @@ def test_intermediate_ctc_changes_the_objective_not_the_model(two_utterances, tm
         train(TrainConfig(**{**base, "preset": "tiny"}, out=str(tmp_path / "tiny"), inter_ctc_weight=0.3))
     with pytest.raises(InputError, match="--inter-ctc-layer 3: must be 1 to 2"):
         train(TrainConfig(**base, out=str(tmp_path / "bad"), inter_ctc_weight=0.3, inter_ctc_layer=3))
+
+
+@pytest.fixture
+def noise_utterances(tmp_path) -> Path:
+    """Two seconds of noise with transcripts: enough for the schedule and checkpoints, not for learning."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    utts = []
+    for i, text in enumerate(["go", "stop"]):
+        path = tmp_path / f"n{i}.wav"
+        soundfile.write(path, (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+        utts.append(Utterance(f"n{i}", str(path), 1.0, text, "s"))
+    write_manifest(tmp_path / "noise.jsonl", utts)
+    return tmp_path / "noise.jsonl"
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_effective_warmup_is_at_most_a_tenth_of_the_run():
+    from asr.train import effective_warmup
+
+    assert effective_warmup(300, 60) == 6  # 20 utterances, 2 steps an epoch, 30 epochs: issue 30
+    assert effective_warmup(300, 4400) == 300  # AN4's 70 epochs: as configured
+    assert effective_warmup(300, 3) == 1 and effective_warmup(0, 60) == 0
+
+
+def test_short_run_reaches_the_peak_and_blames_its_length(noise_utterances, tmp_path, caplog, monkeypatch,
+                                                          keep_threads):
+    """With the default 300 warm-up steps a 3-step run ended at 1 % of --lr, and the collapse warning only
+    said 'check the learning rate' (issue 30)."""
+    import asr.train
+
+    causes = []
+    monkeypatch.setattr(asr.train, "collapse_warning", lambda hyps, blank, cause=None: causes.append(cause))
+    out = tmp_path / "run"
+    caplog.set_level("INFO", logger="asr")
+    train(TrainConfig(train=[str(noise_utterances)], dev=str(noise_utterances), out=str(out), preset="tiny",
+                      epochs=3, workers=0, threads=1))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert records[0]["lr"] == pytest.approx(2e-3)  # the peak, after a 1-step warm-up
+    assert "warm-up: 1 step, not --warmup-steps 300: the run has only 3 optimizer steps" in caplog.text
+    assert "1 torch thread and 0 DataLoader workers" in caplog.text
+    assert causes and all(c.startswith("too few optimizer steps: this run has 3 (1 an epoch)") for c in causes)
+
+
+def test_cpu_plan_does_not_oversubscribe(monkeypatch):
+    """Two default threads beside a DataLoader worker on two cores trained 10x slower (issue 30)."""
+    import asr.train
+    from asr.train import cpu_plan
+
+    for cores, plan in ((2, (1, 1)), (1, (1, 0)), (16, (15, 1))):
+        monkeypatch.setattr(asr.train, "available_cores", lambda cores=cores: cores)
+        assert cpu_plan(0, None) == plan
+    assert cpu_plan(0, None, processes=4) == (3, 1)  # torchrun's 4 processes share 16 cores
+    assert cpu_plan(0, 3) == (13, 3) and cpu_plan(2, 0) == (2, 0)  # what is given is kept
+    with pytest.raises(InputError, match="--workers and --threads must be 0 or more"):
+        cpu_plan(0, -1)
+
+
+def test_best_of_tied_epochs_is_the_lower_cer_then_the_later(noise_utterances, tmp_path, monkeypatch,
+                                                           keep_threads):
+    """best.pt kept the first of epochs tied on dev WER, even when a later one had a much lower CER (issue 30)."""
+    import asr.train
+    from asr.train import is_best
+
+    best = {"best_wer": 0.5, "best_cer": 0.3}
+    assert is_best({"dev_wer": 0.5, "dev_cer": 0.2}, best) and is_best({"dev_wer": 0.5, "dev_cer": 0.3}, best)
+    assert not is_best({"dev_wer": 0.5, "dev_cer": 0.4}, best) and not is_best({"dev_wer": 0.6, "dev_cer": 0}, best)
+    assert is_best({"dev_wer": 0.4, "dev_cer": 0.9}, best)
+
+    scores = iter([(0.5, 0.4), (0.5, 0.1), (0.5, 0.1), (0.5, 0.3)])
+    monkeypatch.setattr(asr.train, "_validate",
+                        lambda *a, **k: dict(zip(("dev_wer", "dev_cer"), next(scores), strict=True)))
+    out = tmp_path / "run"
+    train(TrainConfig(train=[str(noise_utterances)], dev=str(noise_utterances), out=str(out), preset="tiny",
+                      epochs=4, workers=0, threads=1))
+    meta = load_checkpoint(out / "best.pt")[3]
+    assert (meta["epochs"], meta["dev_wer"], meta["dev_cer"]) == (3, 0.5, 0.1)
+
+
+def test_train_refuses_a_device_this_machine_lacks(noise_utterances, tmp_path):
+    with pytest.raises(InputError, match="device cuda:99: not available on this machine"):
+        train(TrainConfig(train=[str(noise_utterances)], out=str(tmp_path / "run"), device="cuda:99"))
+    assert not (tmp_path / "run").exists()

@@ -5,7 +5,8 @@ import pytest
 import soundfile
 import torch
 
-from asr.transcribe import DEFAULT_MODEL, Transcriber, drop_output_collisions, find_audio
+from asr.catalog import models_dir
+from asr.transcribe import Transcriber, drop_output_collisions, find_audio
 
 
 @pytest.fixture
@@ -57,14 +58,17 @@ def test_find_audio_expands_folders(tmp_path):
     a1, b2, top1 = tmp_path / "a" / "1.wav", tmp_path / "a" / "b" / "2.flac", tmp_path / "1.mp3"
     assert files == [(a1, Path("1")), (b2, Path("b/2")), (top1, Path("1"))]
     assert problems == [f"{tmp_path / 'missing.wav'}: no such file"]
-    unique, collisions = drop_output_collisions(files)
-    assert unique == files[:2]
-    assert collisions == [f"{top1}: skipped, its output name 1 is already used by {a1}"]
+    unique, collisions = drop_output_collisions(files)  # "1" twice: each keeps its extension (issue 30)
+    assert unique == [(a1, Path("1.wav")), (b2, Path("b/2")), (top1, Path("1.mp3"))]
+    assert collisions == []
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="bundled model not present")
-def test_bundled_model_loads_and_describes_itself():
-    t = Transcriber.load()
+AN4_MODEL = models_dir() / "an4" / "model.pt"
+
+
+@pytest.mark.skipif(not AN4_MODEL.is_file(), reason="bundled AN4 model not present")
+def test_bundled_model_loads_by_name_and_describes_itself():
+    t = Transcriber.load("an4")
     assert t.metadata["dev_wer"] is not None
     assert t.tokenizer.kind in ("char", "bpe")
 
@@ -72,11 +76,11 @@ def test_bundled_model_loads_and_describes_itself():
 AN4_DEV_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "an4-dev-example.wav"
 
 
-@pytest.mark.skipif(not (DEFAULT_MODEL.is_file() and AN4_DEV_EXAMPLE.is_file()), reason="bundled model not present")
+@pytest.mark.skipif(not (AN4_MODEL.is_file() and AN4_DEV_EXAMPLE.is_file()), reason="bundled AN4 model not present")
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_reduced_precision_keeps_the_transcript_and_the_log_probs_close(precision):
-    full = Transcriber.load(precision="fp32")
-    reduced = Transcriber.load(precision=precision)
+    full = Transcriber.load("an4", precision="fp32")
+    reduced = Transcriber.load("an4", precision=precision)
     assert (full.precision, reduced.precision) == ("fp32", precision)
     assert reduced.transcribe(AN4_DEV_EXAMPLE).text == full.transcribe(AN4_DEV_EXAMPLE).text
     from asr.audio import load_audio
@@ -123,3 +127,25 @@ def test_segments_batched_by_length_come_back_in_time_order(shared_data):
     assert [s.start for s in batched.segments] == sorted(s.start for s in batched.segments)
     assert batched.text == alone.text
     assert [(w.word, w.start) for w in batched.words] == [(w.word, w.start) for w in alone.words]
+
+
+def test_transcribe_accepts_channels_first_arrays_and_tensors(checkpoint, speech_wav):
+    """torchaudio's (C, N) gave '' and 0.0 s: the mean over the wrong axis left C samples (issue 30)."""
+    path, wave = speech_wav
+    t = Transcriber.load(checkpoint)
+    from_path = t.transcribe(path)
+    for channels_first in (wave[None, :], np.stack([wave, wave])):
+        assert t.transcribe(channels_first, sample_rate=16000) == from_path
+        assert t.transcribe(torch.from_numpy(channels_first), sample_rate=16000) == from_path
+    assert t.transcribe(wave[:, None], sample_rate=16000) == from_path
+    assert t.transcribe(wave[None, :], sample_rate=16000).duration == pytest.approx(1.5, abs=0.01)
+
+
+@pytest.mark.parametrize("shape", [(0,), (2, 0), (0, 16000), (4, 6), (300, 400), (2, 2, 100)])
+def test_transcribe_refuses_empty_or_ambiguous_arrays(checkpoint, shape):
+    from asr.errors import InputError
+
+    t = Transcriber.load(checkpoint)
+    with pytest.raises(InputError, match=r"audio array of shape \(") as e:
+        t.transcribe(np.zeros(shape, dtype=np.float32), sample_rate=16000)
+    assert "\n" not in str(e.value)

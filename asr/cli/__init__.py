@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from asr.cli import evaluate, lm, prepare, train, transcribe
+from asr.cli import calibrate, evaluate, lm, models, prepare, train, transcribe
 from asr.errors import InputError, InstallError
 
 
@@ -52,4 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_evaluate(sub)
     lm.add_lm(sub)
     transcribe.add_transcribe(sub)
+    calibrate.add_calibrate(sub)
+    models.add_models(sub)
     return parser

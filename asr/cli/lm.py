@@ -32,6 +32,11 @@ def add_lm(sub) -> None:
                         "line's letters as one-letter words ('Swissvale' -> 's w i s s v a l e'); for speech that "
                         "spells names, as AN4's does (use --order 5 or 6 to let the LM see whole names)")
     b.add_argument("--order", type=int, default=3, help=f"n-gram order, 2 to {MAX_ORDER} (default 3)")
+    b.add_argument("--min-count", type=int, default=1, metavar="N",
+                   help="prune: drop n-grams of order 2 and up seen fewer than N times (Kneser-Ney's adjusted "
+                        "counts; default 1, keep all); their probability mass goes to the backoff")
+    b.add_argument("--vocab-size", type=int, metavar="V",
+                   help="keep only the V most frequent words; the rest become <unk> (default: every word)")
     b.add_argument("--tokens", metavar="CHECKPOINT",
                    help="model over this model's tokens instead of words, for --lexicon-free decoding")
     b.add_argument("--out", required=True, help="ARPA file to write (.arpa or .arpa.gz)")
@@ -40,7 +45,8 @@ def add_lm(sub) -> None:
                         description="Run the model once over the manifest, then beam-search it for every pair of "
                                     "--lm-weights x --word-scores and report the WER of each. With --save, write "
                                     "a copy of the model that uses the best pair (and this LM) by default.")
-    t.add_argument("--model", help="checkpoint (default: the bundled model)")
+    t.add_argument("--model", help="bundled model name (asr models), checkpoint, or folder with model.pt "
+                                   "(default: english)")
     t.add_argument("--manifest", required=True, help="dev manifest with reference transcripts")
     t.add_argument("--lm", required=True, metavar="FILE", help="KenLM model (.arpa, .arpa.gz or binary)")
     t.add_argument("--lexicon", metavar="FILE", help="lexicon (default: the LM's words spelled by the model)")
@@ -52,8 +58,7 @@ def add_lm(sub) -> None:
     t.add_argument("--beam-size", type=int, default=50, help="beam size while tuning and stored (default 50)")
     t.add_argument("--beam-threshold", type=float, default=25.0, help="beam threshold (default 25)")
     t.add_argument("--save", metavar="CHECKPOINT", help="write the model with the best settings here (may be --model)")
-    t.add_argument("--device", default="cpu")
-    options.add_precision(t)
+    options.add_running(t.add_argument_group("running"))
     t.set_defaults(func=_lm_tune)
 
 
@@ -96,7 +101,7 @@ def _lm_build(args) -> int:
         tokenizer = tokenizer_from_dict(read_checkpoint(args.tokens)["tokenizer"])
         lines = (" ".join(token_name(tokenizer.tokens[i]) for i in tokenizer.encode(line)) for line in lines)
     try:
-        stats = build_arpa(lines, args.order, args.out)
+        stats = build_arpa(lines, args.order, args.out, min_count=args.min_count, vocab_size=args.vocab_size)
     except ValueError as e:
         raise InputError(f"lm build: {e}") from None
     sizes = ", ".join(f"{n} {k + 1}-grams" for k, n in enumerate(stats.ngrams))
@@ -106,9 +111,10 @@ def _lm_build(args) -> int:
 
 
 def _lm_tune(args) -> int:
+    from asr.catalog import resolve
     from asr.decoding import BeamOptions, greedy_decode, resolve_file
     from asr.train import load_utterances
-    from asr.transcribe import DEFAULT_MODEL, Transcriber
+    from asr.transcribe import Transcriber
     from asr.tuning import best_row, compute_emissions, grid, save_settings, tune
 
     try:
@@ -118,6 +124,7 @@ def _lm_tune(args) -> int:
     for path, what in ((args.lm, "lm"), (args.lexicon, "lexicon")):
         if path:
             resolve_file(path, None, what)
+    options.set_up_running(args)
     utts = load_utterances([args.manifest], "tuning")
     # the stored decoder is not needed
     t = Transcriber.load(args.model, args.device, decode=greedy_decode, precision=args.precision)
@@ -128,7 +135,9 @@ def _lm_tune(args) -> int:
         raise InputError(f"{args.manifest}: no utterance could be read")
     base = BeamOptions(beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm,
                        lexicon=args.lexicon, lexicon_free=args.lexicon_free)
-    print(f"{len(emissions)} utterances; {len(weights) * len(scores)} settings of LM weight x word score")
+    n = len(weights) * len(scores)
+    print(f"{len(emissions)} utterance{'' if len(emissions) == 1 else 's'}; {n} setting{'' if n == 1 else 's'} "
+          "of LM weight x word score")
     print(f"{'lm_weight':>9} {'word_score':>10} {'WER %':>7} {'CER %':>7}")
 
     def show(row):
@@ -143,7 +152,7 @@ def _lm_tune(args) -> int:
         from dataclasses import replace
 
         tuned = {"manifest": args.manifest, "utterances": len(emissions), "wer": best["wer"], "cer": best["cer"]}
-        options = replace(base, lm_weight=best["lm_weight"], word_score=best["word_score"])
-        save_settings(args.model or DEFAULT_MODEL, args.save, options, tuned)
+        best_options = replace(base, lm_weight=best["lm_weight"], word_score=best["word_score"])
+        save_settings(resolve(args.model), args.save, best_options, tuned)
         print(f"wrote {args.save}: transcription and evaluation with it use these settings unless told otherwise")
     return 1 if problems else 0

@@ -1,4 +1,4 @@
-"""Options shared by `asr evaluate`, `asr transcribe` and `asr lm tune`: decoding and precision."""
+"""Options shared by `asr evaluate`, `asr transcribe` and `asr lm tune`: decoding, precision, device and threads."""
 
 from __future__ import annotations
 
@@ -59,3 +59,22 @@ def add_precision(group) -> None:
                        help="arithmetic of the model: auto (bf16 on a CPU with native bfloat16, else fp32), fp32, "
                             "bf16, or int8 (dynamic quantisation of the LSTM and linear layers, CPU only) "
                             "(default auto)")
+
+
+def add_running(group) -> None:
+    """--device, --precision and --threads of a command that runs a model: `set_up_running` applies them."""
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    add_precision(group)
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for the model (default: every core this process may use, by "
+                            "os.sched_getaffinity). Threads wait for each other at every step, so on a machine "
+                            "where other work keeps cores busy, give fewer: the free cores")
+
+
+def set_up_running(args) -> None:
+    """Check --device (one line naming it and the devices there are, for one this machine lacks) and set the
+    torch threads, before anything is read or loaded."""
+    from asr.model import resolve_device, set_threads
+
+    resolve_device(args.device)
+    set_threads(args.threads)

@@ -7,6 +7,13 @@ from pathlib import Path
 from asr.errors import InputError
 
 
+def _add_dev_split(parser, by: str) -> None:
+    """--dev-fraction/--seed (and --dev-out for single-manifest corpora): the same speaker-held-out split everywhere."""
+    parser.add_argument("--dev-fraction", type=float, default=0.0, metavar="F",
+                        help=f"share of utterances held out as a dev set, {by} (default: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for choosing dev speakers")
+
+
 def add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="scan a corpus into JSONL manifests",
                        description="Scan a corpus layout on disk into JSONL manifests.")
@@ -18,13 +25,13 @@ def add_prepare(sub) -> None:
                                          "OUT/an4-dev.jsonl.")
     an4.add_argument("--root", required=True, help="folder holding etc/ and wav/")
     an4.add_argument("--out", help="folder for the manifests (default: the --root folder)")
-    an4.add_argument("--dev-fraction", type=float, default=0.0,
-                     help="share of training utterances held out as a dev set, by speaker (default: none)")
-    an4.add_argument("--seed", type=int, default=0, help="seed for choosing dev speakers")
+    _add_dev_split(an4, "by speaker, the same share of female and male ones")
     an4.set_defaults(func=_prepare_an4)
     ls = corpora.add_parser("librispeech", help="LibriSpeech subsets found under --root",
                             description="Write OUT/<subset>.jsonl for every subset found under ROOT "
-                                        "(e.g. ROOT/LibriSpeech/train-clean-100).")
+                                        "(e.g. ROOT/LibriSpeech/train-clean-100), audio as .flac or any other "
+                                        "audio extension. With --dev-fraction, whole readers (the same share "
+                                        "of female and male ones, from SPEAKERS.TXT) go to OUT/<subset>-dev.jsonl.")
     ls.add_argument("--root", required=True, help="folder holding LibriSpeech/<subset>/ or the subsets")
     ls.add_argument("--out", help="folder for the manifests (default: the --root folder)")
     ls.add_argument("--download", nargs="+", metavar="NAME",
@@ -36,7 +43,22 @@ def add_prepare(sub) -> None:
                          "(default: $ASR_LIBRISPEECH_MIRROR or https://www.openslr.org/resources)")
     ls.add_argument("--keep-archives", action="store_true",
                     help="keep the downloaded .tar.gz files after extracting them (default: delete)")
+    _add_dev_split(ls, "by reader, within each subset")
     ls.set_defaults(func=_prepare_librispeech)
+    kaldi = corpora.add_parser("kaldi", help="a Kaldi data directory (wav.scp, text, utt2spk; segments optional)",
+                               description="Write one manifest from a Kaldi data directory, the format of Kaldi, "
+                                           "ESPnet and lhotse: wav.scp (recording id and audio path; piped "
+                                           "commands and archive offsets are refused), text, utt2spk, and "
+                                           "optionally segments (utterances cut from recordings, written once as "
+                                           "FLAC beside the manifest) and spk2gender (balances the dev split).")
+    kaldi.add_argument("--data-dir", required=True, metavar="DIR", help="the data directory (holding wav.scp)")
+    kaldi.add_argument("--out", required=True, metavar="MANIFEST", help="manifest file to write (.jsonl)")
+    kaldi.add_argument("--root", metavar="DIR",
+                       help="folder that relative wav.scp paths start from (default: the current folder, as in "
+                            "a Kaldi recipe)")
+    _add_dev_split(kaldi, "by speaker (utt2spk), balanced by spk2gender when present")
+    kaldi.add_argument("--dev-out", metavar="MANIFEST", help="dev manifest to write (default: <out>-dev.jsonl)")
+    kaldi.set_defaults(func=_prepare_kaldi)
     folder = corpora.add_parser("folder", help="your own audio files, each with a <name>.txt transcript beside it",
                                 description="Write one manifest of every audio file (any format, any folder "
                                             "depth) under ROOT that has a same-name .txt transcript beside it "
@@ -45,8 +67,14 @@ def add_prepare(sub) -> None:
                                             "an empty one, or that cannot be read is skipped and reported.")
     folder.add_argument("--root", required=True, help="folder searched recursively for audio files")
     folder.add_argument("--out", required=True, metavar="MANIFEST", help="manifest file to write (.jsonl)")
-    folder.add_argument("--speaker-from", choices=["dir"],
-                        help="dir: the speaker is the name of the folder holding each file (default: no speaker)")
+    speaker = folder.add_mutually_exclusive_group()
+    speaker.add_argument("--speaker-from", choices=["dir"],
+                         help="dir: the speaker is the name of the folder holding each file (default: no speaker)")
+    speaker.add_argument("--speaker-regex", metavar="REGEX",
+                         help="the speaker is this regular expression's first group (else its whole match) "
+                              "searched in the id, e.g. '^([a-z]+)_' for anna_001.wav")
+    _add_dev_split(folder, "by speaker when speakers are known, else by file")
+    folder.add_argument("--dev-out", metavar="MANIFEST", help="dev manifest to write (default: <out>-dev.jsonl)")
     folder.set_defaults(func=_prepare_folder)
     table = corpora.add_parser("table", help="a CSV, TSV or JSON Lines table of audio paths and transcripts",
                                description="Write one manifest from a table with a header (CSV, TSV) or JSON "
@@ -65,30 +93,78 @@ def add_prepare(sub) -> None:
     table.add_argument("--root", metavar="DIR",
                        help="folder that relative audio paths start from (default: the table's folder; "
                             "for Common Voice, its clips/ folder)")
+    _add_dev_split(table, "by speaker when a speaker column is found, else by file")
+    table.add_argument("--dev-out", metavar="MANIFEST", help="dev manifest to write (default: <out>-dev.jsonl)")
     table.set_defaults(func=_prepare_table)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _summary(path: Path, utts) -> str:
+    speakers = {u.speaker for u in utts if u.speaker is not None}
+    hours = sum(u.duration for u in utts) / 3600
+    length = f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+    return f"{path}: {_plural(len(utts), 'utterance')}, " + (f"{_plural(len(speakers), 'speaker')}, " if speakers
+                                                            else "") + length
+
+
+def _split(utts, args, genders: dict[str, str] | None = None):
+    """-> (rest, dev): whole speakers (else files) held out, the same share of each gender where genders are known."""
+    from asr.corpora import split_by_speaker
+
+    if not 0 <= args.dev_fraction < 1:
+        raise InputError(f"--dev-fraction must be at least 0 and below 1, got {args.dev_fraction}")
+    if args.dev_fraction == 0:
+        return utts, []
+    group = (lambda speaker: genders.get(speaker, "?")) if genders else None
+    rest, dev = split_by_speaker(utts, args.dev_fraction, args.seed, group=group)
+    if not rest or not dev:
+        raise InputError(f"--dev-fraction {args.dev_fraction}: {len({u.speaker or u.id for u in utts})} speakers "
+                         "(or files) cannot be split into a non-empty training and dev set")
+    return rest, dev
+
+
+def _write(out: Path, utts, args, genders: dict[str, str] | None = None, note: str = "") -> None:
+    """The manifest at `out`, and with --dev-fraction its dev part at --dev-out (default <out>-dev.jsonl)."""
+    from asr.data import write_manifest
+
+    rest, dev = _split(utts, args, genders)
+    write_manifest(out, rest)
+    print(_summary(out, rest) + note)
+    if dev:
+        dev_out = Path(getattr(args, "dev_out", None) or out.with_name(out.stem + "-dev" + (out.suffix or ".jsonl")))
+        write_manifest(dev_out, dev)
+        print(_summary(dev_out, dev) + " (dev: speakers not in " + out.name + ")")
+
+
+def _manifest_out(args) -> Path:
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; --out names the manifest file to write, e.g. {out / 'train.jsonl'}")
+    return out
+
+
 def _prepare_an4(args) -> int:
-    from asr.corpora import scan_an4, split_by_speaker
+    from asr.corpora import scan_an4
     from asr.data import write_manifest
 
     halves = scan_an4(args.root)
     out = Path(args.out or args.root)
-    if "train" in halves and args.dev_fraction > 0:
+    if "train" in halves:
         # AN4 speaker ids start with the speaker's sex (f/m): hold out the same share of each.
-        halves["train"], halves["dev"] = split_by_speaker(halves["train"], args.dev_fraction, args.seed,
-                                                          group=lambda speaker: speaker[0])
+        halves["train"], dev = _split(halves["train"], args, genders={u.speaker: u.speaker[0] for u in halves["train"]})
+        if dev:
+            halves["dev"] = dev
     for half, utts in halves.items():
         write_manifest(out / f"an4-{half}.jsonl", utts)
-        speakers = len({u.speaker for u in utts})
-        print(f"{out / f'an4-{half}.jsonl'}: {len(utts)} utterances, {speakers} speakers, "
-              f"{sum(u.duration for u in utts) / 60:.1f} min")
+        print(_summary(out / f"an4-{half}.jsonl", utts))
     return 0
 
 
 def _prepare_librispeech(args) -> int:
-    from asr.corpora import scan_librispeech
-    from asr.data import write_manifest
+    from asr.corpora import librispeech_genders, scan_librispeech
 
     if args.download:
         from asr.download import fetch_librispeech, resource
@@ -98,44 +174,54 @@ def _prepare_librispeech(args) -> int:
         if not any(resource(n).is_archive for n in args.download) and not any(Path(args.root).rglob("*.trans.txt")):
             return 0  # only LM files were asked for, and there is no corpus to scan yet
     out = Path(args.out or args.root)
+    genders = librispeech_genders(args.root)
     for subset, utts in sorted(scan_librispeech(args.root, cache_dir=out).items()):
-        write_manifest(out / f"{subset}.jsonl", utts)
-        print(f"{out / f'{subset}.jsonl'}: {len(utts)} utterances, {sum(u.duration for u in utts) / 3600:.2f} h")
+        _write(out / f"{subset}.jsonl", utts, args, genders)
     return 0
 
 
-def _prepare_folder(args) -> int:
-    from asr.corpora import scan_folder
-    from asr.data import write_manifest
+def _prepare_kaldi(args) -> int:
+    from asr.kaldi import scan_kaldi
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; --out names the manifest file to write, e.g. {out / 'train.jsonl'}")
+    out = _manifest_out(args)
+    utts, genders, problems = scan_kaldi(args.data_dir, args.root,
+                                         segments_dir=out.with_name(out.stem + "-segments"))
+    _report(problems)
+    _write(out, utts, args, genders, f", {_plural(len(problems), 'utterance')} skipped" if problems else "")
+    return 0
+
+
+def _report(problems: list[str], shown: int = 10) -> None:
+    import logging
+
+    for line in problems[:shown]:
+        logging.getLogger("asr.prepare").warning("%s", line)
+    if len(problems) > shown:
+        logging.getLogger("asr.prepare").warning("... and %d more", len(problems) - shown)
+
+
+def _prepare_folder(args) -> int:
+    from asr.corpora import scan_folder, speakers_by_regex
+
+    out = _manifest_out(args)
     utts, skipped = scan_folder(args.root, args.speaker_from)
-    write_manifest(out, utts)
-    speakers = f"{len({u.speaker for u in utts})} speakers, " if args.speaker_from else ""
+    if args.speaker_regex:
+        utts = speakers_by_regex(utts, args.speaker_regex)
     n_skipped = sum(len(files) for files in skipped.values())
-    print(f"{out}: {len(utts)} utterances, {speakers}{sum(u.duration for u in utts) / 60:.1f} min"
-          + (f", {n_skipped} audio files skipped (see the warnings above)" if n_skipped else ""))
+    _write(out, utts, args, note=f", {n_skipped} audio files skipped (see the warnings above)" if n_skipped else "")
     return 0
 
 
 def _prepare_table(args) -> int:
     from asr.corpora import read_table
-    from asr.data import write_manifest
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; --out names the manifest file to write, e.g. {out / 'train.jsonl'}")
+    out = _manifest_out(args)
     if out.resolve() == Path(args.file).resolve():
         raise InputError(f"{out}: is the table being read; write the manifest elsewhere with --out")
     utts, problems = read_table(args.file, args.audio_column, args.text_column, args.root,
                                 speaker_column=args.speaker_column, id_column=args.id_column)
-    write_manifest(out, utts)
-    speakers = {u.speaker for u in utts if u.speaker is not None}
-    print(f"{out}: {len(utts)} utterances, " + (f"{len(speakers)} speakers, " if speakers else "")
-          + f"{sum(u.duration for u in utts) / 60:.1f} min"
-          + (f", {len(problems)} rows skipped (see the warnings above)" if problems else ""))
+    _write(out, utts, args, note=f", {_plural(len(problems), 'row')} skipped (see the warnings above)"
+           if problems else "")
     return 0
 
 
@@ -151,7 +237,8 @@ def add_doctor(sub) -> None:
     vocab = p.add_mutually_exclusive_group()
     vocab.add_argument("--tokenizer", help="vocabulary to check against: char (default) or bpe:N")
     vocab.add_argument("--model", metavar="CKPT", help="check against this checkpoint's tokenizer instead")
-    p.add_argument("--workers", type=int, help="processes reading audio (default: CPU cores, at most 16)")
+    p.add_argument("--workers", "--threads", type=int, metavar="N", help="processes reading audio, the CPU cores the "
+                   "check uses (default: every core this process may use, by os.sched_getaffinity, at most 16)")
     p.add_argument("--clean", metavar="OUT.jsonl", help="write a manifest without the utterances that have "
                                                         "blocking problems (warnings are kept)")
     p.add_argument("--json", metavar="REPORT.json", help="write the full report as JSON")

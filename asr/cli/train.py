@@ -35,7 +35,9 @@ def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on manifests", add_help=False,
                        argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a BiLSTM-CTC model. Writes RUNDIR/last.pt (resumable), "
-                                   "RUNDIR/best.pt (lowest dev WER), metrics.jsonl and train.log.")
+                                   "RUNDIR/best.pt (lowest dev WER; of tied epochs, the one with the lowest "
+                                   "CER, then the later), metrics.jsonl, train.log and curves.png (loss, dev "
+                                   "WER/CER and learning rate).")
     p.add_argument("-h", "--help", action=_TrainHelp, help="show this help (with defaults and preset sizes) and exit")
     p.add_argument("--train", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s)")
     p.add_argument("--dev", metavar="MANIFEST", help="dev manifest: greedy WER after every epoch picks best.pt")
@@ -52,7 +54,9 @@ def add_train(sub) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--warmup-steps", type=int, help="linear warm-up, then cosine decay")
+    p.add_argument("--warmup-steps", type=int,
+                   help="linear warm-up, then cosine decay; at most 10 %% of the run's optimizer steps (at least 1), "
+                        "so that a short run reaches the peak --lr too (the log says when it shortened it)")
     p.add_argument("--max-batch-seconds", type=float,
                    help="audio seconds per batch, padding included (batches are bucketed by duration)")
     p.add_argument("--grad-clip", type=float, help="maximum gradient norm")
@@ -83,9 +87,13 @@ def add_train(sub) -> None:
     p.add_argument("--shuffle-first-epoch", dest="sorted_first_epoch", action="store_false",
                    help="shuffle the first epoch too (by default it runs shortest utterances first)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="DataLoader worker processes")
-    p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--workers", type=int,
+                   help="DataLoader worker processes, one CPU thread each (default: 1, or 0 on a single core)")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads; 0: the cores this process may use (os.sched_getaffinity), shared "
+                        "among torchrun's processes, less the --workers, at least 1. More threads than free cores "
+                        "make every step wait for the slowest: on a busy machine give fewer")
+    p.add_argument("--device", help="auto (the first CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 autocast on CUDA, fp32 on CPU; fp16 adds a gradient scaler; CTC stays fp32")
     p.add_argument("--accumulate", type=int, help="batches whose gradients make one optimizer step")

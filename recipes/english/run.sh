@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The bundled English model, from ../shared/data to models/english/: manifests with dev splits by speaker
+# (LibriSpeech train-clean-5, speechocean762's training half, AN4's training half), the audio decoded once
+# to WAV, two fine-tuning runs of the AN4 character model side by side, their weights averaged, a word LM
+# of the Gutenberg text with its lexicon, LM weight tuning on dev, and evaluation on every dev set.
+# models/english/MODEL.md has what it produced and what else was tried.
+#
+#   bash recipes/english/run.sh                     # everything under data/english and runs/english
+#   EPOCHS=30 OUT=runs/english-long bash recipes/english/run.sh
+#
+# Each step is skipped when its output exists, and training resumes from its last checkpoint, so a killed
+# run is continued by running the script again. The result is OUT/export/: copy it into models/english/.
+set -euo pipefail
+
+SHARED=${SHARED:-../shared/data}
+OUT=${OUT:-runs/english}
+DATA=${DATA:-data/english}
+INIT=${INIT:-models/an4/model.pt}  # the AN4 model: its 29 characters are English's, and it is past CTC's blank plateau
+EPOCHS=${EPOCHS:-18}
+THREADS=${THREADS:-1}              # threads of each of the two runs (two runs on two cores, BENCHMARKS.md)
+LM_ORDER=${LM_ORDER:-3}
+LM_PRUNE=${LM_PRUNE:-3}            # asr lm build --min-count: n-grams (n >= 2) seen fewer times are dropped
+LM_VOCAB=${LM_VOCAB:-100000}       # the lexicon: the LM text's most frequent words
+export PYTHONHASHSEED=0
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "manifests: 10 % of LibriSpeech's readers and of speechocean762's speakers held out as dev"
+[[ -f $DATA/train-clean-5-dev.jsonl ]] ||
+    asr prepare librispeech --root "$SHARED/librispeech-mini" --out "$DATA" --dev-fraction 0.1
+[[ -f $DATA/so762-train-dev.jsonl ]] ||
+    asr prepare kaldi --data-dir "$SHARED/speechocean762/train" --root "$SHARED/speechocean762" \
+        --out "$DATA/so762-train.jsonl" --dev-fraction 0.1
+[[ -f data/an4/an4-dev.jsonl ]] || asr prepare an4 --root "$SHARED/an4" --out data/an4 --dev-fraction 0.1
+
+step "audio decoded once to WAV (Opus decodes at ~500x real time per core; WAV reads at memory speed)"
+C=$DATA/cache
+[[ -f $C/an4-dev.jsonl ]] ||
+    python recipes/english/cache_audio.py "$DATA"/{train-clean-5,train-clean-5-dev,so762-train,so762-train-dev}.jsonl \
+        data/an4/an4-{train,dev}.jsonl --out-dir "$C"
+cat "$C/train-clean-5.jsonl" "$C/so762-train.jsonl" "$C/an4-train.jsonl" > "$C/train-all.jsonl"
+cat "$C/train-clean-5-dev.jsonl" "$C/so762-train-dev.jsonl" > "$C/dev-all.jsonl"
+
+mkdir -p "$OUT"
+step "data check"
+asr doctor "$C/train-all.jsonl" "$C/dev-all.jsonl" --json "$OUT/doctor.json" || {
+    echo "asr doctor found blocking problems in the manifests (see above)" >&2; exit 1; }
+
+step "noise for training, built from the training audio"
+[[ -f $OUT/noise/babble-8.wav ]] || python recipes/an4/make_noise.py --manifest "$C/train-all.jsonl" --out "$OUT/noise"
+
+# Two runs from the AN4 model that differ in SpecAugment's time masks and seed, one thread each side by side;
+# the shipped weights are the mean of the two, each first averaged over its last 5 epochs (a model soup).
+# 240-s batches: LibriSpeech utterances are long, and a batch of a few of them leaves the LSTM's time steps
+# nearly alone (20 audio-s/s at 60 s against 121-212 at 240 s, BENCHMARKS.md).
+train() {  # train NAME TIME_MASKS SEED
+    local resume=()
+    [[ -f $OUT/$1/last.pt ]] && resume=(--resume)
+    asr train --train "$C/train-all.jsonl" --dev "$C/dev-all.jsonl" --out "$OUT/$1" --init "$INIT" \
+        --epochs "$EPOCHS" --lr 1.5e-3 --warmup-steps 150 --max-batch-seconds 240 --max-duration 30 \
+        --speed-perturb --noise-dir "$OUT/noise" --noise-snr 5,40 --noise-prob 0.5 --time-masks "$2" \
+        --inter-ctc 0.3 --seed "$3" --keep-epochs 5 --threads "$THREADS" --workers 1 "${resume[@]}" \
+        >> "$OUT/$1.log" 2>&1
+}
+step "training: two runs of $EPOCHS epochs from $INIT (logs: $OUT/run-a.log, $OUT/run-b.log)"
+train run-a 10 0 & a=$!
+train run-b 2 1 & b=$!
+wait $a || { echo "training run run-a failed: see $OUT/run-a.log" >&2; exit 1; }
+wait $b || { echo "training run run-b failed: see $OUT/run-b.log" >&2; exit 1; }
+
+mkdir -p "$OUT/export"
+step "average each run's last 5 epochs, then the two averages"
+for run in run-a run-b; do
+    asr average --last 5 --run "$OUT/$run" --out "$OUT/$run/avg5.pt"
+done
+asr average "$OUT/run-a/avg5.pt" "$OUT/run-b/avg5.pt" --out "$OUT/export/model.pt"
+
+# 23 M words of Gutenberg books and the training transcripts (none of which is a dev sentence: the dev
+# speakers of speechocean762 read other sentences). Pruned to ship: n-grams seen fewer than LM_PRUNE times
+# dropped, words past the LM_VOCAB most frequent mapped to <unk> (MODEL.md has the sizes and what they cost).
+step "word LM: $LM_ORDER-gram of the Gutenberg text and the training transcripts, its $LM_VOCAB most frequent words"
+[[ -f $OUT/export/lm.arpa.gz ]] ||
+    asr lm build --text "$SHARED/lm-text/gutenberg-lm.txt.gz" --manifest "$C/train-all.jsonl" \
+        --order "$LM_ORDER" --min-count "$LM_PRUNE" --vocab-size "$LM_VOCAB" --out "$OUT/export/lm.arpa.gz"
+
+step "tune the LM weight and word score on dev; store them in the model"
+# A coarser grid than lm tune's default (28 searches, not 81): each search of the 47 dev minutes with a
+# 100,000-word lexicon takes tens of seconds here.
+asr lm tune --model "$OUT/export/model.pt" --manifest "$C/dev-all.jsonl" --lm "$OUT/export/lm.arpa.gz" \
+    --lm-weights 0.25:1.75:0.25 --word-scores=-1:2:1 --beam-threshold 12 --save "$OUT/export/model.pt"
+
+step "calibrate word confidences on dev; store the fit in the model"
+asr calibrate --model "$OUT/export/model.pt" --manifest "$C/dev-all.jsonl" --save "$OUT/export/model.pt" \
+    --json "$OUT/calibration.json"
+
+step "evaluate on every dev set: greedy, then the stored beam + LM settings"
+for dev in train-clean-5-dev so762-train-dev an4-dev; do
+    asr evaluate --model "$OUT/export/model.pt" --manifest "$C/$dev.jsonl" --decoder greedy --output "$OUT/eval/$dev-greedy"
+    asr evaluate --model "$OUT/export/model.pt" --manifest "$C/$dev.jsonl" --output "$OUT/eval/$dev-lm"
+done
+step "done: $OUT/export/"

@@ -1,7 +1,8 @@
 """The docs and recipes name only options that exist: every `asr ...` command written in them is checked
 against the command-line parser, every `python bench/... .py` command against its script's options, and
 every option written alone (`--split-pause`) against all of them, so a renamed or removed flag fails
-here rather than in a user's shell."""
+here rather than in a user's shell. The README stays short and links every page of docs/, and the links
+between the docs lead to files that exist."""
 
 import argparse
 import functools
@@ -13,8 +14,10 @@ import pytest
 from asr.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = sorted([*REPO.glob("*.md"), *REPO.glob("models/**/*.md"), *REPO.glob("examples/**/*.md"),
-               *REPO.glob("recipes/**/*.md"), *REPO.glob("recipes/**/*.sh")])
+DOCS = sorted([*REPO.glob("*.md"), *REPO.glob("docs/**/*.md"), *REPO.glob("models/**/*.md"),
+               *REPO.glob("examples/**/*.md"), *REPO.glob("recipes/**/*.md"), *REPO.glob("recipes/**/*.sh")])
+PAGES = sorted(REPO.glob("docs/**/*.md"))
+README_LIMIT = 12 * 1024  # bytes: the README is the first hour; depth goes to docs/
 # `python train.py ...` and `python transcribe.py ...` are `asr train` and `asr transcribe`.
 COMMAND = re.compile(r"(?:\basr|\b(train|transcribe)\.py)((?:\s+[a-z][a-z0-9-]*)*)")
 SCRIPT = re.compile(r"\bpython3?\s+((?:bench|recipes)/[\w/.-]+\.py)")
@@ -110,3 +113,24 @@ def test_the_checker_reads_commands_and_catches_wrong_flags(tmp_path):
         (("train",), ["--train", "--epochs", "--no-such-flag"]), (("lm", "tune"), ["--model", "--lm-weights"]),
         (("transcribe",), ["--format"]), ("bench/bench_long_audio.py", ["--segment-only", "--x"])], key=str)
     assert _unknown(doc) == ["python bench/bench_long_audio.py --x", "asr train --no-such-flag", "--nope"]
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    readme = (REPO / "README.md").read_text()
+    linked = {Path(target.split("#")[0]) for target in re.findall(r"\]\(([^)\s]+)\)", readme)}
+    assert PAGES, "docs/ holds no pages"
+    missing = [str(p.relative_to(REPO)) for p in PAGES if p.relative_to(REPO) not in linked]
+    assert not missing, f"docs pages README.md does not link to: {missing}"
+
+
+def test_readme_stays_short():
+    size = len((REPO / "README.md").read_bytes())
+    assert size < README_LIMIT, f"README.md is {size} bytes; move depth to docs/ (limit {README_LIMIT})"
+
+
+@pytest.mark.parametrize("doc", [REPO / "README.md", *PAGES], ids=lambda p: str(p.relative_to(REPO)))
+def test_local_links_lead_to_files(doc):
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", doc.read_text())
+               if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    broken = [t for t in targets if not (doc.parent / t).exists()]
+    assert not broken, f"{doc.name} links to files that do not exist: {broken}"

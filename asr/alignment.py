@@ -5,16 +5,26 @@ Word times come from the CTC alignment of the final token sequence: the best pat
 path emits it; a word runs from the first frame of its first token to the end of its last token's
 run. Times use the model's output frame rate (feature hop x subsampling).
 
+Those spans are where the model decided, not where the sound is: a CTC model emits a token as a
+spike of a frame or two, mostly near the start of its sound, and a bidirectional one often puts a
+segment's first spike on frame 0 and its last on the final frame, in the silence around the speech.
+`fit_to_speech` moves each word onto the sound it covers (`asr.segment.speech_frames`).
+
 Dimensions: T output frames, V vocabulary (blank = 0).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import bisect
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from asr.text import BLANK
+
+if TYPE_CHECKING:  # torch is imported where it is used: asr.outputs and asr.runtime use this module without it
+    import torch
 
 
 @dataclass
@@ -42,6 +52,8 @@ def fits(tokens: list[int], frames: int) -> bool:
 
 def align(log_probs: torch.Tensor, tokens: list[int]) -> torch.Tensor:
     """(T,) frame labels of the best CTC path that spells `tokens` (all blank when there are none)."""
+    import torch
+
     if not tokens:
         return torch.zeros(log_probs.shape[0], dtype=torch.long)
     from asr import torchaudio_api
@@ -55,6 +67,8 @@ def align(log_probs: torch.Tensor, tokens: list[int]) -> torch.Tensor:
 def from_path(path: torch.Tensor, log_probs: torch.Tensor, tokenizer, frame_seconds: float) -> Hypothesis:
     """Hypothesis from a CTC path (T,) of frame labels: a token per run of equal non-blank labels,
     its span that run, its confidence the mean posterior of its label over the run."""
+    import torch
+
     change = torch.ones_like(path, dtype=torch.bool)
     change[1:] = path[1:] != path[:-1]
     starts = change.nonzero().squeeze(1)
@@ -93,3 +107,58 @@ def _words(tokens, spans, confs, tokenizer, frame_seconds) -> list[Word]:
         current.append(j)
     flush()
     return words
+
+
+def fit_to_speech(words: list[Word], emitted: list[int], speech: np.ndarray, frame_seconds: float) -> list[Word]:
+    """`words` (times from the CTC path) moved onto the sound they cover. `emitted`: the first frame of
+    every token the path emits, word separators included (`Hypothesis.frames`); `speech` (T,): which
+    frames hold sound (`asr.segment.speech_frames`).
+
+    A word starts with the stretch of sound that holds its first token on sound (tokens on silence,
+    such as a first spike on frame 0, say nothing about where it is) and reaches back through sound to
+    the previous word's end; it ends at its last sound frame, or on through sound up to the next token
+    the path emits (in a character model the space after a word marks its end well), the last word to
+    the end. A word with no token on sound takes the last stretch of sound between the previous word
+    and itself (a last spike put on the final frame), else the last before the next token. Without
+    sound anywhere near (a noise the model took for a word), its times stay as the path has them.
+    """
+    n, result, prev_end = len(speech), [], 0
+    frames = sorted(f for f in emitted if f < n)
+    for i, w in enumerate(words):
+        s = min(max(round(w.start / frame_seconds), prev_end), n)
+        e = min(max(round(w.end / frame_seconds), s + 1), n)
+        first, k = bisect.bisect_left(frames, s), bisect.bisect_left(frames, e)
+        limit = frames[k] if k < len(frames) and i + 1 < len(words) else n
+        span = _place(speech, frames[first:k], s, e, prev_end, limit)
+        if span is None:
+            result.append(w)
+            prev_end = max(prev_end, e)
+            continue
+        result.append(replace(w, start=round(span[0] * frame_seconds, 3), end=round(span[1] * frame_seconds, 3)))
+        prev_end = span[1]
+    return result
+
+
+def _place(speech: np.ndarray, tokens: list[int], s: int, e: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """Frames [start, end) of the sound of a word whose tokens start on frames `tokens` within [s, e),
+    kept within [lo, hi): see `fit_to_speech`. None when no sound is near."""
+    voiced = [f for f in tokens if speech[f]]
+    if voiced:
+        s = voiced[0]
+        e = s + 1 + int(np.flatnonzero(speech[s:e])[-1])
+        while s > lo and speech[s - 1]:
+            s -= 1
+        while e < hi and speech[e]:
+            e += 1
+        return s, e
+    run = _runs(speech, lo, s)[-1:] or _runs(speech, e, hi)[-1:]
+    return run[0] if run else None
+
+
+def _runs(speech: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The stretches [a, b) of consecutive sound frames within [lo, hi), in order."""
+    if hi <= lo:
+        return []
+    edges = np.diff(np.concatenate([[0], speech[lo:hi].astype(np.int8), [0]]))
+    return [(lo + int(a), lo + int(b)) for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1),
+                                                        strict=True)]

@@ -6,16 +6,19 @@ A CTC model is sure of itself far more often than it is right, so raw values are
 likelihood to whether each hypothesis word is aligned to an equal reference word. Two parameters cannot
 overfit a few thousand dev words, and unlike binning they keep the order of the raw confidences.
 
-The calibrated confidences then judge a transcript (`judge`). Their mean over a stretch of audio is the
-share of its words expected to be right, so:
+The calibrated confidences then judge a transcript (`judge`). A calibrated confidence is the chance
+that the word is right, so their sum over a stretch of audio is the number of words expected right in
+it, and their mean the share:
 
-* a stretch whose mean is below `reject_below` is taken as not speech (noise, music, a language the model
-  never heard) and gives no words rather than confident nonsense;
+* a stretch of audio (a segment cut at pauses) that yields fewer than `reject_rate_below` words expected
+  right per second is taken as not speech (music, noise, a language the model never heard) and gives no
+  words rather than confident nonsense. Speech gives words at 2-3 a second, most of them right; a model
+  hearing music finds a word or two in several seconds, and is unsure of them;
 * a transcript whose mean is below `warn_below` is kept but marked probably wrong.
 
-`reject_below` is set on dev (`fit`): below the confidence of the least confident dev utterance, so that
-real speech like the dev set's is never dropped. The settings live in the checkpoint's metadata
-(`confidence`), written by `asr calibrate`.
+`reject_rate_below` is set on dev (`fit`): the 1st percentile of the dev utterances' rates, so that 1 %
+of real speech like the dev set's, the stretches the model is least sure of, would be dropped. The
+settings live in the checkpoint's metadata (`confidence`), written by `asr calibrate`.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ WARN_BELOW = 0.5  # fewer than half the words expected right: "probably wrong"
 class Calibration:
     a: float = 1.0
     b: float = 0.0
-    reject_below: float = 0.0  # a stretch of audio whose mean calibrated word confidence is lower gives no words
-    warn_below: float = WARN_BELOW
+    reject_rate_below: float = 0.0  # words expected right per second under which a stretch gives no words
+    warn_below: float = WARN_BELOW  # mean calibrated confidence under which a transcript is "probably wrong"
 
     def __call__(self, raw: np.ndarray | float) -> np.ndarray | float:
         x = np.clip(np.asarray(raw, dtype=np.float64), _EPS, 1 - _EPS)
@@ -48,7 +51,7 @@ class Calibration:
     def from_metadata(cls, metadata: dict) -> Calibration | None:
         """The checkpoint's stored calibration, or None for a model never calibrated."""
         c = metadata.get("confidence")
-        return cls(**{k: c[k] for k in ("a", "b", "reject_below", "warn_below") if k in c}) if c else None
+        return cls(**{k: c[k] for k in ("a", "b", "reject_rate_below", "warn_below") if k in c}) if c else None
 
 
 def word_outcomes(reference: str, hypothesis_words: list[str]) -> list[bool] | None:
@@ -93,38 +96,45 @@ def fit_platt(raw: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
     return float(result.x[0]), float(result.x[1])
 
 
-def fit(per_utterance: list[tuple[list[float], list[bool]]]) -> tuple[Calibration, dict]:
-    """Calibration from dev: each utterance's raw word confidences and whether each word was right.
+REJECT_PERCENTILE = 1.0  # of the dev utterances' rates of words expected right per second
+
+
+def fit(per_utterance: list[tuple[list[float], list[bool], float]]) -> tuple[Calibration, dict]:
+    """Calibration from dev: each utterance's raw word confidences, whether each word was right, and its
+    duration in seconds.
 
     -> (calibration, report: words, utterances, accuracy, ECE before and after, the thresholds).
     """
-    raw = np.array([c for confs, _ in per_utterance for c in confs])
-    correct = np.array([o for _, outcomes in per_utterance for o in outcomes])
+    raw = np.array([c for confs, _, _ in per_utterance for c in confs])
+    correct = np.array([o for _, outcomes, _ in per_utterance for o in outcomes])
     if len(raw) < 20 or correct.all() or not correct.any():
         raise ValueError(f"calibration needs at least 20 dev words, some right and some wrong; got {len(raw)} "
                          f"words, {int(correct.sum())} right")
     a, b = fit_platt(raw, correct)
     calibration = Calibration(a, b)
-    means = [float(np.mean(calibration(np.array(confs)))) for confs, _ in per_utterance if confs]
-    # Half the least confident dev utterance's mean: real speech like dev's stays well clear of it.
-    calibration = Calibration(a, b, reject_below=round(0.5 * min(means), 4))
+    rates = [expected_right_per_second(confs, calibration, seconds) for confs, _, seconds in per_utterance if confs]
+    calibration = Calibration(a, b, reject_rate_below=round(float(np.percentile(rates, REJECT_PERCENTILE)), 4))
     report = {"words": int(len(raw)), "utterances": len(per_utterance), "accuracy": round(float(correct.mean()), 4),
               "ece_before": round(expected_calibration_error(raw, correct), 4),
               "ece_after": round(expected_calibration_error(calibration(raw), correct), 4),
-              "least_confident_utterance": round(min(means), 4), **calibration.to_dict()}
+              "lowest_rate": round(min(rates), 4), **calibration.to_dict()}
     return calibration, report
 
 
-def judge(word_confidences: list[float], calibration: Calibration | None,
+def expected_right_per_second(raw_confidences: list[float], calibration: Calibration, seconds: float) -> float:
+    return float(np.sum(calibration(np.array(raw_confidences)))) / max(seconds, 1e-3)
+
+
+def judge(word_confidences: list[float], calibration: Calibration | None, seconds: float | None = None,
           calibrated: bool = False) -> tuple[str, float | None]:
-    """A stretch of audio's verdict from its word confidences (raw, or already `calibrated`) -> ("ok" |
-    "probably wrong" | "not speech", the mean calibrated confidence; None when there are no words or no
-    calibration)."""
+    """The verdict on `seconds` of audio (None: no rate test) from its word confidences (raw, or already
+    `calibrated`) -> ("ok" | "probably wrong" | "not speech", the mean calibrated confidence; None when
+    there are no words or no calibration)."""
     if not word_confidences or calibration is None:
         return "ok", None
-    confidences = np.array(word_confidences)
-    mean = float(np.mean(confidences if calibrated else calibration(confidences)))
-    if mean < calibration.reject_below:
+    confidences = np.array(word_confidences) if calibrated else calibration(np.array(word_confidences))
+    mean = float(np.mean(confidences))
+    if seconds is not None and float(np.sum(confidences)) / max(seconds, 1e-3) < calibration.reject_rate_below:
         return "not speech", mean
     return ("probably wrong" if mean < calibration.warn_below else "ok"), mean
 

@@ -24,12 +24,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from asr.alignment import Hypothesis, align, fits, from_path
 from asr.errors import InputError
 from asr.text import BLANK
+
+if TYPE_CHECKING:  # torch is imported where it is used: asr.runtime uses this module without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, frame
 def beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer,
                 options: BeamOptions) -> list[list[tuple[list[int], float]]]:
     """The search alone: for each utterance, up to `options.nbest` (token ids, score), best first."""
+    import torch
+
     decoder = _beam_decoder(tokenizer, options)
     emissions = log_probs.detach().float().cpu()
     lengths = lengths.detach().cpu().to(torch.int32)
@@ -107,10 +111,24 @@ def beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer,
         lengths = lengths + 1
     results = decoder(emissions.contiguous(), lengths)
     if not options.uses_lexicon:
-        return [[(_clean(r.tokens.tolist(), sil, tokenizer), float(r.score)) for r in nbest] for nbest in results]
-    # With a lexicon the words are the result: the search may put two words side by side without the
-    # separator token ("b" "b"), so the tokens are the words' spelling, separated as the model would.
-    return [[(_spell(" ".join(r.words), tokenizer), float(r.score)) for r in nbest] for nbest in results]
+        found = [[(_clean(r.tokens.tolist(), sil, tokenizer), float(r.score)) for r in nbest] for nbest in results]
+    else:
+        # With a lexicon the words are the result: the search may put two words side by side without the
+        # separator token ("b" "b"), so the tokens are the words' spelling, separated as the model would.
+        found = [[(_spell(" ".join(r.words), tokenizer), float(r.score)) for r in nbest] for nbest in results]
+    return [_distinct(candidates, options.nbest) for candidates in found]
+
+
+def _distinct(candidates: list[tuple[list[int], float]], n: int) -> list[tuple[list[int], float]]:
+    """The first `n` candidates that spell different token sequences. The search's hypotheses differ in
+    their paths (blanks, silences), so several may spell one transcript: of 3 asked for, 1 was often
+    left; `_beam_decoder` asks for the whole beam when n > 1 for that reason."""
+    seen, distinct = set(), []
+    for tokens, score in candidates:
+        if tuple(tokens) not in seen and len(distinct) < n:
+            seen.add(tuple(tokens))
+            distinct.append((tokens, score))
+    return distinct
 
 
 def _spell(text: str, tokenizer) -> list[int]:
@@ -269,12 +287,18 @@ def _beam_decoder(tokenizer, options: BeamOptions):
                 lm_dict = _token_lm_dict(tuple(names))
         with _quiet_stderr(), _kenlm_errors(options.lm):
             decoder = ctc_decoders().ctc_decoder(
-                lexicon=lexicon, tokens=names, lm=lm, lm_dict=lm_dict, nbest=options.nbest, beam_size=options.beam_size,
-                beam_size_token=options.beam_size_token, beam_threshold=options.beam_threshold,
+                lexicon=lexicon, tokens=names, lm=lm, lm_dict=lm_dict, nbest=_searched(options),
+                beam_size=options.beam_size, beam_size_token=options.beam_size_token,
+                beam_threshold=options.beam_threshold,
                 lm_weight=lm_weight, word_score=options.word_score, unk_score=options.unk_score,
                 log_add=True, blank_token=names[BLANK], sil_token=names[_silence_token(tokenizer.tokens)])
         _DECODERS[key] = decoder
     return _DECODERS[key]
+
+
+def _searched(options: BeamOptions) -> int:
+    """Hypotheses to take from the search for `options.nbest` distinct ones: all it keeps (see `_distinct`)."""
+    return 1 if options.nbest <= 1 else max(options.nbest, options.beam_size)
 
 
 @functools.lru_cache(maxsize=4)

@@ -181,6 +181,46 @@ class SilenceConfig:
     floor_db: float = -70.0  # about 10 steps of 16-bit audio: no speech is this quiet
 
 
+def silence_threshold(db: np.ndarray, silence: SilenceConfig = SilenceConfig()) -> float:
+    """The level (dB) under which a frame is silent, given the frame energies `db` it is judged among."""
+    s = silence
+    reference, noise = np.percentile(db, [s.reference_percentile, s.noise_percentile])
+    return max(s.floor_db, reference - s.relative_db, min(noise + s.noise_margin_db, reference - s.min_contrast_db))
+
+
+def speech_frames(audio: np.ndarray, frame_seconds: float, sample_rate: int = SAMPLE_RATE,
+                  silence: SilenceConfig = SilenceConfig(), min_gap_seconds: float = 0.1,
+                  min_sound_seconds: float = 0.1) -> np.ndarray:
+    """(T,) bool, T = ceil(N / frame samples): whether frame t, the `frame_seconds` from t * frame_seconds
+    on, holds sound, by the pause detector's energies and thresholds over `audio` (N,) alone. Silences
+    shorter than `min_gap_seconds` between sounds count as sound; then sounds shorter than
+    `min_sound_seconds` count as silence.
+
+    Word times use it (`asr.alignment.fit_to_speech`): a CTC model's spikes say which word was said,
+    roughly where, but not where its sound begins and ends."""
+    hop = max(1, round(silence.hop_seconds * sample_rate))
+    win = max(hop, round(silence.frame_seconds * sample_rate))
+    frames = -(-len(audio) // max(1, round(frame_seconds * sample_rate)))
+    if frames == 0:
+        return np.zeros(0, dtype=bool)
+    # Energy frame j is centred on sample j * hop. Written in numpy: librosa.feature.rms, the same, costs
+    # seconds on its first call (it compiles with numba), more than transcribing a short file.
+    padded = np.pad(np.asarray(audio, dtype=np.float32), (win // 2, win - win // 2))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop]
+    db = 10 * np.log10(np.maximum(np.square(windows, dtype=np.float64).mean(axis=1), 1e-10))
+    loud = np.flatnonzero(db >= silence_threshold(db, silence))
+    owner = np.minimum((loud * hop / sample_rate / frame_seconds).astype(int), frames - 1)
+    sound = np.bincount(owner, minlength=frames) > 0
+    # A silence shorter than a pause is part of a word (a stop's closure, a dip between syllables); a sound
+    # shorter than any word is a click, a lip smack or a bump of the microphone.
+    for value, shortest in ((False, min_gap_seconds), (True, min_sound_seconds)):
+        edges = np.diff(np.concatenate([[0], (sound == value).astype(np.int8), [0]]))
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            if (b - a) * frame_seconds < shortest and (value or 0 < a and b < frames):
+                sound[a:b] = not value
+    return sound
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A piece of the recording to decode whole.
@@ -323,10 +363,7 @@ class Segmenter:
         self._db = np.concatenate([self._db, (10 * np.log10(power)).astype(np.float32)])
 
     def _threshold(self) -> float:
-        s = self.silence
-        recent = self._db[-self._reference_frames :]
-        reference, noise = np.percentile(recent, [s.reference_percentile, s.noise_percentile])
-        return max(s.floor_db, reference - s.relative_db, min(noise + s.noise_margin_db, reference - s.min_contrast_db))
+        return silence_threshold(self._db[-self._reference_frames :], self.silence)
 
     def _pause_cut(self) -> int | None:
         """Sample index in the file of the middle of the best pause in [start + min, start + max], if any."""

@@ -114,7 +114,8 @@ class Transcriber:
                     "the training data?)")
         if rejected and not words:
             dropped = sum(len(part.words) for part in rejected)
-            return f"no speech recognised: {dropped} low-confidence words dropped (noise, music or another language?)"
+            return (f"no speech recognised: {dropped} low-confidence word{'s' * (dropped != 1)} dropped (music, "
+                    "noise or another language?)")
         return None
 
     def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list, str]]:
@@ -148,7 +149,7 @@ class Transcriber:
             alternatives = [{"text": t, "score": round(sc, 3)} for t, sc in hyp.alternatives]
             verdict = "ok"
             if self.calibration is not None:
-                verdict, _ = judge([w.confidence for w in kept], self.calibration)
+                verdict, _ = judge([w.confidence for w in kept], self.calibration, len(chunk.audio) / SAMPLE_RATE)
                 kept = [replace(w, confidence=round(float(self.calibration(w.confidence)), 4)) for w in kept]
             results.append((Segment(kept[0].start, kept[-1].end, text, kept), alternatives, verdict))
         return results

@@ -43,7 +43,7 @@ def _calibrate(args) -> int:
         words = [w.word for w in d.hypothesis.words]
         outcomes = word_outcomes(d.utterance.text, words)
         if outcomes is not None:
-            per_utterance.append(([w.confidence for w in d.hypothesis.words], outcomes))
+            per_utterance.append(([w.confidence for w in d.hypothesis.words], outcomes, d.utterance.duration))
     try:
         calibration, report = fit(per_utterance)
     except ValueError as e:
@@ -51,8 +51,9 @@ def _calibrate(args) -> int:
     report = {"manifest": args.manifest, "decoder": t.decoder_settings.get("decoder"), **report}
     print(f"{report['words']} words in {report['utterances']} utterances, {100 * report['accuracy']:.1f} % right; "
           f"ECE {report['ece_before']:.3f} raw, {report['ece_after']:.3f} calibrated "
-          f"(a {calibration.a:.3f}, b {calibration.b:.3f}); audio whose mean calibrated confidence is below "
-          f"{calibration.reject_below:.3f} gives no words, below {calibration.warn_below:.2f} is marked probably wrong")
+          f"(a {calibration.a:.3f}, b {calibration.b:.3f}); a stretch of audio with fewer than "
+          f"{calibration.reject_rate_below:.3f} words expected right per second gives no words, a transcript whose "
+          f"mean confidence is below {calibration.warn_below:.2f} is marked probably wrong")
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     if args.save:

@@ -14,18 +14,26 @@ def add_transcribe(sub) -> None:
                        description="Transcribe audio files (wav, flac, ogg, sph, mp3, ...), folders (searched "
                                    "recursively), glob patterns ('talks/**/*.flac', quoted) and '-' (standard "
                                    "input). Long recordings are read in blocks and cut at pauses, so memory stays "
-                                   "bounded whatever the length. Without --output-dir the text goes to standard "
-                                   "output. Unreadable files are reported, skipped and listed at the end; a file "
+                                   "bounded whatever the length. Without --output-dir, txt (the default format) goes "
+                                   "to standard output and other formats to <name>.<format> files in the current "
+                                   "folder. An existing output file is never replaced without --overwrite. Files "
+                                   "that cannot be read are skipped and listed at the end, once each; a file "
                                    "damaged part-way is transcribed up to the damage and listed too. The exit code "
                                    "is 1 if any failed.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, glob patterns, or - for stdin")
-    p.add_argument("--model", help="checkpoint (default: the bundled model)")
+    p.add_argument("--model", help="bundled model name (asr models lists them: english, an4), checkpoint, or "
+                   "folder with model.pt (default: english)")
     options.add_decoder_options(p, nbest=True)
     out = p.add_argument_group("output")
     out.add_argument("--format", default="txt",
                      help="comma-separated output formats from txt, json, srt, vtt, tsv, or 'all' (default txt)")
     out.add_argument("--output-dir", metavar="DIR",
-                     help="write <name>.<format> files here, mirroring the tree of folder and glob inputs")
+                     help="write <name>.<format> files here, mirroring the tree of folder and glob inputs (default: "
+                          "the current folder for formats other than txt alone). Inputs whose names differ only in "
+                          "the extension (a.flac, a.mp3) keep it in their outputs' names (a.flac.srt, a.mp3.srt)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace output files that already exist (without it, an input whose output exists is "
+                          "reported and skipped)")
     out.add_argument("--skip-existing", action="store_true",
                      help="skip inputs whose every requested output file already exists (resume a batch job)")
     out.add_argument("--max-line-chars", type=int, default=42, metavar="N",
@@ -68,25 +76,15 @@ def _parse_formats(spec: str) -> list[str]:
 def _transcribe(args) -> int:
     import contextlib
     import tempfile
-    import time
 
-    from asr.outputs import SubtitleOptions, write_outputs
-    from asr.transcribe import Transcriber, drop_output_collisions, find_audio, stdin_to_file
+    from asr.outputs import SubtitleOptions
+    from asr.transcribe import find_audio, stdin_to_file
 
     formats = _parse_formats(args.format)
     subtitle = SubtitleOptions(max_line_chars=args.max_line_chars, max_lines=args.max_lines,
                                max_cue_seconds=args.max_cue_seconds, pause_seconds=args.pause_seconds)
-    if args.output_dir is None and formats != ["txt"]:
-        raise InputError(f"--format {args.format} writes files: add --output-dir DIR")
-    if args.skip_existing and args.output_dir is None:
-        raise InputError("--skip-existing needs --output-dir")
-    for name in ("threads", "batch_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 < args.min_segment_seconds <= args.max_segment_seconds:
-        raise InputError("need 0 < --min-segment-seconds <= --max-segment-seconds")
-    if args.split_pause and args.split_pause < 0.3:
-        raise InputError("--split-pause must be 0 (off) or at least 0.3 s, the shortest pause detected")
+    out_dir = _output_dir(args, formats)
+    _check_numbers(args)
     with contextlib.ExitStack() as stack:
         paths, stdin = list(args.paths), None
         if "-" in paths:
@@ -94,59 +92,127 @@ def _transcribe(args) -> int:
             paths = [str(stdin) if p == "-" else p for p in paths]
         files, failures = find_audio(paths)
         files = [(f, Path("stdin") if f == stdin else stem) for f, stem in files]
-        if args.output_dir is not None:
-            files, collisions = drop_output_collisions(files)
-            failures += collisions
         total = len(files) + len(failures)
-        for problem in failures:
-            print(f"error: {problem}", file=sys.stderr)
-        if args.skip_existing:
-            out = Path(args.output_dir)
-            todo = [(f, stem) for f, stem in files
-                    if not all((out / stem).with_name(stem.name + "." + fmt).is_file() for fmt in formats)]
-            if len(todo) < len(files):
-                print(f"skipping {len(files) - len(todo)} inputs whose outputs exist", file=sys.stderr)
-            files = todo
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        transcriber = (Transcriber.load(args.model, args.device, decoder=options.decoder_overrides(args),
-                                        precision=args.precision) if files else None)
-        bar = _files_progress(len(files), args.no_progress)
-        audio_seconds, start = 0.0, time.perf_counter()
-        for path, stem in files:
-            try:
-                result = transcriber.transcribe(path, batch_size=args.batch_size,
-                                                max_segment_seconds=args.max_segment_seconds,
-                                                min_segment_seconds=args.min_segment_seconds,
-                                                split_pause_seconds=args.split_pause or None)
-            except InputError as e:
-                bar.write(f"error: {e}", file=sys.stderr)
-                failures.append(str(e))
-                bar.update()
-                continue
-            if result.error:  # damaged part-way: what came before is transcribed and written, and reported
-                problem = f"{result.error}; transcribed the {result.duration:.1f} s before it"
-                bar.write(f"error: {problem}", file=sys.stderr)
-                failures.append(problem)
-            audio_seconds += result.duration
-            rtf = (time.perf_counter() - start) / max(audio_seconds, 1e-9)
-            bar.set_postfix({"audio": f"{audio_seconds / 3600:.2f} h", "RTF": f"{rtf:.3f}"}, refresh=False)
-            bar.update()
-            if args.output_dir is None:
-                name = "-" if path == stdin else path
-                bar.write(result.text if len(files) == 1 else f"{name}\t{result.text}", file=sys.stdout)
-                sys.stdout.flush()
-            else:
-                write_outputs(result, Path(args.output_dir) / stem, formats, subtitle)
-        bar.close()
-    if failures:
+        if out_dir is not None:
+            files = _plan_outputs(files, out_dir, formats, args, failures)
+        failures += _run(files, args, out_dir, formats, subtitle, stdin)
+    if failures:  # each failure once, here, rather than also as it happens
         print(f"{len(failures)} of {total} inputs failed:", file=sys.stderr)
         for f in failures:
-            print(f"  {f}", file=sys.stderr)
+            print(f"error: {f}", file=sys.stderr)
         return 1
     return 0
+
+
+def _output_dir(args, formats: list[str]) -> Path | None:
+    """Where output files go; None: the text goes to standard output."""
+    if args.nbest and args.nbest > 1 and "json" not in formats:
+        raise InputError(f"--nbest {args.nbest}: the next best transcripts go to the json output: add --format json")
+    if args.output_dir is not None:
+        return Path(args.output_dir)
+    if formats != ["txt"]:
+        return Path(".")  # as Whisper does: talk.srt beside where the command runs
+    if args.skip_existing:
+        raise InputError("--skip-existing needs output files: add --output-dir DIR")
+    return None
+
+
+def _check_numbers(args) -> None:
+    for name in ("threads", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.min_segment_seconds <= args.max_segment_seconds:
+        raise InputError("need 0 < --min-segment-seconds <= --max-segment-seconds")
+    if args.split_pause and args.split_pause < 0.3:
+        raise InputError("--split-pause must be 0 (off) or at least 0.3 s, the shortest pause detected")
+
+
+def _plan_outputs(files: list, out_dir: Path, formats: list[str], args, failures: list[str]) -> list:
+    """The inputs to transcribe: each with an output name of its own (`drop_output_collisions`), less
+    those whose outputs all exist with --skip-existing; an input one of whose outputs exists is added
+    to `failures` without --overwrite, before any time is spent on it."""
+    from asr.outputs import output_paths
+    from asr.transcribe import drop_output_collisions
+
+    files, collisions = drop_output_collisions(files)
+    failures += collisions
+    todo, done = [], 0
+    for f, stem in files:
+        existing = [p for p in output_paths(out_dir / stem, formats) if p.exists()]
+        if args.skip_existing and len(existing) == len(formats):
+            done += 1
+        elif existing and not args.overwrite:
+            failures.append(f"{f}: would overwrite {', '.join(map(str, existing))}; --overwrite replaces existing "
+                            "outputs, --skip-existing skips inputs whose outputs all exist")
+        else:
+            todo.append((f, stem))
+    if done:
+        print(f"skipping {done} inputs whose outputs exist", file=sys.stderr)
+    return todo
+
+
+def _run(files: list, args, out_dir: Path | None, formats: list[str], subtitle, stdin) -> list[str]:
+    """Transcribe `files` and write or print each result -> the problems met."""
+    import time
+
+    from asr.outputs import write_outputs
+    from asr.runtime import load as load_exported
+    from asr.runtime.bundle import is_bundle
+    from asr.transcribe import Transcriber
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if files and is_bundle(args.model):  # a folder from `asr export`: the torch-free runtime runs it (docs/runtime.md)
+        transcriber = load_exported(args.model, threads=args.threads, **options.decoder_overrides(args))
+    else:
+        transcriber = (Transcriber.load(args.model, args.device, decoder=options.decoder_overrides(args),
+                                        precision=args.precision) if files else None)
+    if files and args.nbest and args.nbest > 1 and transcriber.decoder_settings.get("decoder") == "greedy":
+        raise InputError(f"--nbest {args.nbest} needs beam search, and the decoder is greedy: add --decoder beam")
+    failures: list[str] = []
+    bar = _files_progress(len(files), args.no_progress)
+    audio_seconds, start = 0.0, time.perf_counter()
+    for path, stem in files:
+        try:
+            result = transcriber.transcribe(path, batch_size=args.batch_size,
+                                            max_segment_seconds=args.max_segment_seconds,
+                                            min_segment_seconds=args.min_segment_seconds,
+                                            split_pause_seconds=args.split_pause or None)
+        except InputError as e:
+            failures.append(str(e))
+            bar.update()
+            continue
+        if result.error:  # damaged part-way: what came before is transcribed and written, and reported
+            failures.append(f"{result.error}; transcribed the {result.duration:.1f} s before it")
+        audio_seconds += result.duration
+        rtf = (time.perf_counter() - start) / max(audio_seconds, 1e-9)
+        bar.set_postfix({"audio": f"{audio_seconds / 3600:.2f} h", "RTF": f"{rtf:.3f}"}, refresh=False)
+        bar.update()
+        if note := _nbest_note(path, result, args.nbest, transcriber.decoder_settings):
+            bar.write(f"note: {note}", file=sys.stderr)
+        if out_dir is None:
+            name = "-" if path == stdin else path
+            bar.write(result.text if len(files) == 1 else f"{name}\t{result.text}", file=sys.stdout)
+            sys.stdout.flush()
+        else:
+            write_outputs(result, out_dir / stem, formats, subtitle)
+    bar.close()
+    return failures
+
+
+def _nbest_note(path, result, nbest: int | None, settings: dict) -> str | None:
+    """Why a transcript has fewer than the `nbest` - 1 alternatives asked for, if it has."""
+    wanted = (nbest or 1) - 1
+    if len(result.alternatives) >= wanted or not result.segments:
+        return None
+    if len(result.segments) > 1:
+        return (f"{path}: no alternatives: --nbest keeps them for a recording of one segment, and this one was "
+                f"cut into {len(result.segments)} at pauses")
+    threshold = settings.get("beam_threshold") or 25.0  # BeamOptions' default
+    return (f"{path}: {len(result.alternatives)} of the {wanted} alternatives asked for: beam search kept no other "
+            f"distinct transcript within --beam-threshold {threshold:g} of the best; a larger one keeps more")
 
 
 def _files_progress(total: int, off: bool):

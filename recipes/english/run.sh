@@ -65,11 +65,27 @@ wait $c || { echo "training run run-c failed: see $OUT/run-c.log" >&2; exit 1; }
 wait $d || { echo "training run run-d failed: see $OUT/run-d.log" >&2; exit 1; }
 
 mkdir -p "$OUT/export"
-step "average each run's last 5 epochs, then the two averages"
+# The soup is kept only where it beats both runs alone on dev (greedy): runs trained this far from their
+# common start can leave it for different basins, where the mean of their weights is worse than either.
+step "average each run's last 5 epochs, then the two averages; keep the best of the three on dev"
 for run in run-c run-d; do
-    asr average --last 5 --run "$OUT/$run" --out "$OUT/$run/avg5.pt"
+    [[ -f $OUT/$run/avg5.pt ]] || asr average --last 5 --run "$OUT/$run" --out "$OUT/$run/avg5.pt"
 done
-asr average "$OUT/run-c/avg5.pt" "$OUT/run-d/avg5.pt" --out "$OUT/export/model.pt"
+[[ -f $OUT/soup.pt ]] || asr average "$OUT/run-c/avg5.pt" "$OUT/run-d/avg5.pt" --out "$OUT/soup.pt"
+if [[ ! -f $OUT/export/model.pt ]]; then
+    best="" best_wer=""
+    for candidate in run-c/avg5 run-d/avg5 soup; do
+        asr evaluate --model "$OUT/$candidate.pt" --manifest "$C/dev-all.jsonl" --decoder greedy \
+            --output "$OUT/pick/$candidate" > /dev/null
+        wer=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['wer'])" "$OUT/pick/$candidate/summary.json")
+        echo "$candidate: dev WER $wer (greedy)"
+        if [[ -z $best_wer ]] || python -c "import sys; sys.exit(not float(sys.argv[1]) < float(sys.argv[2]))" "$wer" "$best_wer"; then
+            best=$candidate best_wer=$wer
+        fi
+    done
+    echo "shipping $best"
+    cp "$OUT/$best.pt" "$OUT/export/model.pt"
+fi
 
 # 23 M words of Gutenberg books and the training transcripts (none of which is a dev sentence: the dev
 # speakers of speechocean762 read other sentences). Pruned to ship: n-grams seen fewer than LM_PRUNE times

@@ -120,7 +120,7 @@ def test_segments_batched_by_length_come_back_in_time_order(shared_data):
         pytest.skip("no AN4 sphere files")
     pause = np.zeros(16000, dtype=np.float32)
     audio = np.concatenate([x for f in files for x in (load_audio(f), pause)])
-    t = Transcriber.load(precision="fp32")
+    t = Transcriber.load("an4", precision="fp32")
     alone = t.transcribe(audio, sample_rate=16000, batch_size=1)
     batched = t.transcribe(audio, sample_rate=16000, batch_size=3)
     assert len(batched.segments) >= 6  # cut at the pauses into segments of different lengths

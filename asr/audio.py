@@ -9,11 +9,14 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from asr.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading audio (load_audio, resample) serves
+    import torch  # asr.segment and the torch-free runtime (asr.runtime) too
 
 SAMPLE_RATE = 16_000
 # What a folder search counts as audio: libsndfile's formats, and those the librosa fallback decodes.
@@ -141,6 +144,8 @@ class FeatureExtractor:
     """
 
     def __init__(self, config: FeatureConfig = FeatureConfig(), mean=None, std=None):
+        import torch
+
         from asr import torchaudio_api
 
         self.config = config
@@ -156,6 +161,8 @@ class FeatureExtractor:
 
     def log_mel(self, waveform) -> torch.Tensor:
         """(N,) samples -> (T, F) log-mel, T = 1 + N // hop_length."""
+        import torch
+
         c = self.config
         wave = torch.as_tensor(waveform, dtype=torch.float32)
         # Constant padding (not reflect) so that clips shorter than half a window still work.
@@ -188,6 +195,8 @@ class FeatureExtractor:
 
     def set_stats(self, waveforms) -> None:
         """Compute per-bin mean and std over every frame of `waveforms` (an iterable of (N,) arrays)."""
+        import torch
+
         total = torch.zeros(self.config.n_mels, dtype=torch.float64)
         total_sq = torch.zeros_like(total)
         frames = 0
@@ -236,6 +245,8 @@ class SpecAugment:
 
     @staticmethod
     def _mask(feats, dim, size, max_width, generator):
+        import torch
+
         width = int(torch.randint(0, min(max_width, size) + 1, (1,), generator=generator))
         if width == 0:
             return
@@ -254,6 +265,8 @@ class SpeedPerturb:
     factors: tuple[float, ...] = (0.9, 1.0, 1.1)
 
     def __call__(self, wave: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        import torch
+
         factor = self.factors[int(torch.randint(len(self.factors), (1,), generator=generator))]
         if factor == 1.0:
             return wave
@@ -300,10 +313,14 @@ def _check_share(prob: float, what: str) -> None:
 def _skips(prob: float, generator: torch.Generator) -> bool:
     """Whether this utterance goes through unchanged. Below 1 this makes one extra draw from the generator,
     so at 1 the draws (and the epochs) are those of an augmenter without the option."""
+    import torch
+
     return prob < 1.0 and float(torch.rand(1, generator=generator)) >= prob
 
 
 def _pick(files: list, generator: torch.Generator):
+    import torch
+
     return files[int(torch.randint(len(files), (1,), generator=generator))]
 
 
@@ -324,6 +341,7 @@ class NoiseMixer:
 
     def __call__(self, wave: np.ndarray, generator: torch.Generator) -> np.ndarray:
         import soundfile
+        import torch
 
         if _skips(self.prob, generator):
             return wave

@@ -36,3 +36,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_checkpoint(path, Model(preset_config("tiny", tok.vocab_size)), tok, feats, {"what": "random tiny model"})
     return path
+
+
+@pytest.fixture(scope="session")
+def an4_export(tmp_path_factory) -> Path:
+    """The bundled `an4` model exported for the torch-free runtime (`asr export`), fp32: for tests/test_export.py
+    and tests/test_runtime.py. Read it, never write it: the session shares it."""
+    from asr.export import export
+
+    folder = tmp_path_factory.mktemp("export") / "an4"
+    export("an4", folder)
+    return folder

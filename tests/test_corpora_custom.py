@@ -307,7 +307,7 @@ def test_prepare_table_command(tmp_path, clips):
     out = tmp_path / "out.jsonl"
     proc = _run("prepare", "table", table, "--out", out)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"{out}: 1 utterances, 0.0 min, 1 rows skipped (see the warnings above)"
+    assert proc.stdout.strip() == f"{out}: 1 utterance, 0.0 min, 1 row skipped (see the warnings above)"
     assert f"{table}:3: no such audio file" in proc.stderr
     utts, _ = read_manifest(out)
     assert [(u.id, u.text, Path(u.audio)) for u in utts] == [("clips/a", "hello", clips / "a.wav")]

@@ -11,8 +11,8 @@ import pytest
 import soundfile
 
 from asr.audio import load_audio
-from asr.metrics import word_errors
 from asr.catalog import models_dir
+from asr.metrics import word_errors
 
 REPO = Path(__file__).resolve().parents[1]
 AN4 = REPO.parent / "shared" / "data" / "an4"

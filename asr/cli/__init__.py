@@ -15,6 +15,7 @@ import os
 import sys
 
 from asr.cli import calibrate, evaluate, lm, models, prepare, train, transcribe
+from asr.cli import export as export_command
 from asr.errors import InputError, InstallError
 
 
@@ -54,4 +55,5 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_transcribe(sub)
     calibrate.add_calibrate(sub)
     models.add_models(sub)
+    export_command.add_export(sub)
     return parser

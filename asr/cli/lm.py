@@ -41,6 +41,15 @@ def add_lm(sub) -> None:
                    help="model over this model's tokens instead of words, for --lexicon-free decoding")
     b.add_argument("--out", required=True, help="ARPA file to write (.arpa or .arpa.gz)")
     b.set_defaults(func=_lm_build)
+    x = cmds.add_parser("lexicon", help="write the LM's words spelled with a model's tokens, for fast start-up",
+                        description="Write a lexicon file (one 'word token token ...' line per word) of the ARPA LM's "
+                                    "words spelled with the model's tokens. Beam search otherwise spells every LM "
+                                    "word at start-up, which takes seconds for a vocabulary of 100,000 words; give "
+                                    "the file to lm tune --lexicon (or --lexicon at transcription) instead.")
+    x.add_argument("--model", help="bundled model name, checkpoint, or folder with model.pt (default: english)")
+    x.add_argument("--lm", required=True, metavar="FILE", help="ARPA language model (.arpa or .arpa.gz)")
+    x.add_argument("--out", required=True, metavar="FILE", help="lexicon file to write")
+    x.set_defaults(func=_lm_lexicon)
     t = cmds.add_parser("tune", help="find the LM weight and word score with the lowest dev WER",
                         description="Run the model once over the manifest, then beam-search it for every pair of "
                                     "--lm-weights x --word-scores and report the WER of each. With --save, write "
@@ -107,6 +116,26 @@ def _lm_build(args) -> int:
     sizes = ", ".join(f"{n} {k + 1}-grams" for k, n in enumerate(stats.ngrams))
     print(f"wrote {args.out}: {sizes}; {stats.words} words in {stats.sentences} sentences, "
           f"vocabulary {stats.vocab_size}")
+    return 0
+
+
+def _lm_lexicon(args) -> int:
+    from asr.atomic import atomic_write_text
+    from asr.catalog import resolve
+    from asr.decoding import lexicon_from_words, resolve_file
+    from asr.lm import is_arpa, read_arpa_vocab
+    from asr.model import read_checkpoint
+    from asr.text import tokenizer_from_dict
+
+    lm = resolve_file(args.lm, None, "lm")
+    if not is_arpa(lm):
+        raise InputError(f"{lm}: not an ARPA file; a binary KenLM model does not list its words")
+    tokenizer = tokenizer_from_dict(read_checkpoint(resolve(args.model))["tokenizer"])
+    words = read_arpa_vocab(lm)
+    entries, unspellable = lexicon_from_words(words, tokenizer)
+    atomic_write_text(args.out, "".join(f"{word} {' '.join(spelling)}\n" for word, spelling in entries))
+    print(f"wrote {args.out}: {len(entries)} words" + (f"; {len(unspellable)} LM words cannot be spelled with the "
+                                                       f"model's tokens and are left out" if unspellable else ""))
     return 0
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 from asr.errors import InputError
 
 
-def _add_dev_split(parser, by: str) -> None:
+def _add_dev_split(parser, by: str, dev_out: bool = False) -> None:
     """--dev-fraction/--seed (and --dev-out for single-manifest corpora): the same speaker-held-out split everywhere."""
     parser.add_argument("--dev-fraction", type=float, default=0.0, metavar="F",
                         help=f"share of utterances held out as a dev set, {by} (default: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed for choosing dev speakers")
+    if dev_out:
+        parser.add_argument("--dev-out", metavar="MANIFEST", help="dev manifest to write (default: <out>-dev.jsonl)")
 
 
 def add_prepare(sub) -> None:
@@ -56,8 +58,7 @@ def add_prepare(sub) -> None:
     kaldi.add_argument("--root", metavar="DIR",
                        help="folder that relative wav.scp paths start from (default: the current folder, as in "
                             "a Kaldi recipe)")
-    _add_dev_split(kaldi, "by speaker (utt2spk), balanced by spk2gender when present")
-    kaldi.add_argument("--dev-out", metavar="MANIFEST", help="dev manifest to write (default: <out>-dev.jsonl)")
+    _add_dev_split(kaldi, "by speaker (utt2spk), balanced by spk2gender when present", dev_out=True)
     kaldi.set_defaults(func=_prepare_kaldi)
     folder = corpora.add_parser("folder", help="your own audio files, each with a <name>.txt transcript beside it",
                                 description="Write one manifest of every audio file (any format, any folder "
@@ -73,8 +74,7 @@ def add_prepare(sub) -> None:
     speaker.add_argument("--speaker-regex", metavar="REGEX",
                          help="the speaker is this regular expression's first group (else its whole match) "
                               "searched in the id, e.g. '^([a-z]+)_' for anna_001.wav")
-    _add_dev_split(folder, "by speaker when speakers are known, else by file")
-    folder.add_argument("--dev-out", metavar="MANIFEST", help="dev manifest to write (default: <out>-dev.jsonl)")
+    _add_dev_split(folder, "by speaker when speakers are known, else by file", dev_out=True)
     folder.set_defaults(func=_prepare_folder)
     table = corpora.add_parser("table", help="a CSV, TSV or JSON Lines table of audio paths and transcripts",
                                description="Write one manifest from a table with a header (CSV, TSV) or JSON "
@@ -93,8 +93,7 @@ def add_prepare(sub) -> None:
     table.add_argument("--root", metavar="DIR",
                        help="folder that relative audio paths start from (default: the table's folder; "
                             "for Common Voice, its clips/ folder)")
-    _add_dev_split(table, "by speaker when a speaker column is found, else by file")
-    table.add_argument("--dev-out", metavar="MANIFEST", help="dev manifest to write (default: <out>-dev.jsonl)")
+    _add_dev_split(table, "by speaker when a speaker column is found, else by file", dev_out=True)
     table.set_defaults(func=_prepare_table)
 
 

@@ -192,14 +192,14 @@ def _run(files: list, args, out_dir: Path | None, formats: list[str], subtitle, 
         bar.update()
         if note := _nbest_note(path, result, args.nbest, transcriber.decoder_settings):
             bar.write(f"note: {note}", file=sys.stderr)
-        if result.warning:  # probably wrong, or no speech heard (asr.confidence); also in the json output
-            bar.write(f"warning: {'-' if path == stdin else path}: {result.warning}", file=sys.stderr)
         if out_dir is None:
             name = "-" if path == stdin else path
             bar.write(result.text if len(files) == 1 else f"{name}\t{result.text}", file=sys.stdout)
             sys.stdout.flush()
         else:
             write_outputs(result, out_dir / stem, formats, subtitle)
+        if result.warning:  # probably wrong, or no speech heard (asr.confidence); also in the json output
+            bar.write(f"warning: {'-' if path == stdin else path}: {result.warning}", file=sys.stderr)
     bar.close()
     return failures
 

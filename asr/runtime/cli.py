@@ -1,0 +1,126 @@
+"""`asr-lite` (also `python -m asr.runtime`): transcribe files with an exported model, without PyTorch.
+
+    asr-lite --model exported/an4 recording.wav talks/ --format srt,json --output-dir out/
+
+The options are `asr transcribe`'s (the decoding flags are the same code, `asr.cli.options`); the inputs are
+files, folders (searched recursively) and glob patterns. Without --output-dir, txt goes to standard output
+and other formats to <name>.<format> in the current folder. Exit code 1 when any input failed, each
+failure listed once at the end as `error: <file>: <problem>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import sys
+from pathlib import Path
+
+from asr.errors import InputError, InstallError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from asr.cli import options
+
+    p = argparse.ArgumentParser(prog="asr-lite", description="Transcribe audio with a model exported by `asr "
+                                "export`, with onnxruntime and numpy (no PyTorch). See docs/runtime.md.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, or glob patterns (quoted)")
+    p.add_argument("--model", required=True, metavar="DIR", help="an exported model folder (asr export --out DIR)")
+    options.add_decoder_options(p, nbest=True)
+    out = p.add_argument_group("output")
+    out.add_argument("--format", default="txt", help="comma-separated formats from txt, json, srt, vtt, tsv, or all")
+    out.add_argument("--output-dir", metavar="DIR", help="write <name>.<format> files here")
+    out.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    run = p.add_argument_group("running")
+    run.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the cores this process may use)")
+    run.add_argument("--batch-size", type=int, default=8, metavar="N", help="segments run together (default 8)")
+    seg = p.add_argument_group("long recordings")
+    seg.add_argument("--max-segment-seconds", type=float, default=30.0, metavar="S", help="longest segment (30)")
+    seg.add_argument("--min-segment-seconds", type=float, default=1.0, metavar="S", help="shortest segment (1)")
+    seg.add_argument("--split-pause", type=float, default=0.5, metavar="S",
+                     help="end a segment at the first pause this long (0.5); 0: cut only near the longest")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return _transcribe(args)
+    except (InputError, InstallError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _transcribe(args) -> int:
+    from asr.cli import options
+    from asr.outputs import FORMATS, SubtitleOptions, output_paths, write_outputs
+    from asr.runtime import load
+
+    formats = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
+    if not formats or set(formats) - set(FORMATS):
+        raise InputError(f"--format: unknown format in {args.format!r}; choose from {', '.join(FORMATS)} or all")
+    out_dir = Path(args.output_dir) if args.output_dir else (None if formats == ["txt"] else Path("."))
+    for name in ("threads", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    transcriber = load(args.model, threads=args.threads, **options.decoder_overrides(args))
+    files, failures = find_inputs(args.paths)
+    for path, stem in files:
+        try:
+            if out_dir is not None and not args.overwrite:
+                existing = [str(p) for p in output_paths(out_dir / stem, formats) if p.exists()]
+                if existing:
+                    raise InputError(f"{path}: would overwrite {', '.join(existing)}; --overwrite replaces them")
+            result = transcriber.transcribe(path, batch_size=args.batch_size,
+                                            max_segment_seconds=args.max_segment_seconds,
+                                            min_segment_seconds=args.min_segment_seconds,
+                                            split_pause_seconds=args.split_pause or None)
+        except InputError as e:
+            failures.append(str(e))
+            continue
+        if result.error:
+            failures.append(f"{result.error}; transcribed the {result.duration:.1f} s before it")
+        if result.warning:
+            print(f"warning: {path}: {result.warning}", file=sys.stderr)
+        if out_dir is None:
+            print(result.text if len(files) == 1 else f"{path}\t{result.text}", flush=True)
+        else:
+            write_outputs(result, out_dir / stem, formats, SubtitleOptions())
+    if failures:
+        print(f"{len(failures)} of {len(files) + len(failures)} inputs failed:", file=sys.stderr)
+        for f in failures:
+            print(f"error: {f}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def find_inputs(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Files, folders (recursively) and glob patterns -> ([(file, output stem)], problems). The stem is the
+    file's name without its extension, or its path below the folder given (as `asr transcribe` names outputs)."""
+    from asr.audio import audio_files
+
+    found: list[tuple[Path, Path]] = []
+    problems: list[str] = []
+    for arg in paths:
+        p = Path(arg)
+        if not p.exists() and any(c in arg for c in "*?["):
+            matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
+            found += [(m, Path(m.stem)) for m in matches if m.is_file()]
+            for folder in (m for m in matches if m.is_dir()):
+                found += [(f, f.relative_to(folder).with_suffix("")) for f in audio_files(folder)]
+            if not matches:
+                problems.append(f"{arg}: no file matches this pattern")
+        elif p.is_dir():
+            files = audio_files(p)
+            found += [(f, f.relative_to(p).with_suffix("")) for f in files]
+            if not files:
+                problems.append(f"{p}: no audio files in this folder")
+        elif p.exists():
+            found.append((p, Path(p.stem)))
+        else:
+            problems.append(f"{p}: no such file")
+    return found, problems

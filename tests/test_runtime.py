@@ -1,0 +1,261 @@
+"""The torch-free runtime (asr.runtime): its features, alignment and decoders equal the PyTorch path's pieces,
+its transcripts equal `asr transcribe`'s (words, times, confidences, long audio), int8 keeps the transcripts,
+and it runs with torch made unimportable."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from asr.audio import load_audio
+from asr.runtime import bundle, load
+from asr.runtime.cli import main as lite_main
+from asr.runtime.decoding import align, greedy_decode
+from asr.runtime.features import Features
+from asr.text import CharTokenizer
+from asr.transcribe import Transcriber as TorchTranscriber
+
+REPO = Path(__file__).resolve().parents[1]
+AN4_EXAMPLES = sorted((REPO / "examples").glob("an4-*.wav"))
+
+
+def _words(transcript) -> list[tuple[str, float, float]]:
+    return [(w.word, w.start, w.end) for w in transcript.words]
+
+
+def _assert_same(runtime, pytorch):
+    """The same transcript: text, segments, words with times, n-best; confidences to 1e-4 (float sums)."""
+    assert runtime.text == pytorch.text
+    assert _words(runtime) == _words(pytorch)
+    assert [(s.start, s.end, s.text) for s in runtime.segments] == [(s.start, s.end, s.text) for s in pytorch.segments]
+    assert np.allclose([w.confidence for w in runtime.words], [w.confidence for w in pytorch.words], atol=1e-4)
+    assert runtime.alternatives == pytorch.alternatives
+    assert (runtime.duration, runtime.error, runtime.warning) == (pytorch.duration, pytorch.error, pytorch.warning)
+
+
+def test_features_equal_pytorch_features(an4_export):
+    from asr.model import load_checkpoint
+
+    _, _, expected, _ = load_checkpoint(REPO / "models" / "an4" / "model.pt")
+    features = Features.from_bundle(bundle.read(an4_export))
+    rng = np.random.default_rng(0)
+    waves = [load_audio(p) for p in AN4_EXAMPLES] + [
+        np.zeros(4000, np.float32),  # digital silence: every frame at the floor, left out of the utterance mean
+        np.concatenate([np.zeros(8000), 0.1 * rng.standard_normal(8000)]).astype(np.float32),
+        (1e-4 * rng.standard_normal(3000)).astype(np.float32),  # very quiet
+        rng.standard_normal(100).astype(np.float32)]  # shorter than a window
+    for wave in waves:
+        ours, theirs = features(wave), expected(wave).numpy()
+        assert ours.shape == theirs.shape and ours.dtype == np.float32
+        assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_forced_alignment_equals_torchaudio():
+    """The numpy Viterbi finds torchaudio's path, ties included (uniform posteriors tie everywhere)."""
+    from asr.alignment import align as torch_align
+
+    rng = np.random.default_rng(1)
+    cases = []
+    for frames in (1, 2, 5, 17, 60):
+        for n in {1, max(1, frames // 3), max(1, frames // 2)}:
+            tokens = rng.integers(1, 6, n).tolist()  # few symbols: repeats, which need a blank between
+            logits = rng.standard_normal((frames, 6)).astype(np.float32) * 3
+            log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            cases.append((log_probs.astype(np.float32), tokens))
+    cases.append((np.full((12, 6), -np.log(6), dtype=np.float32), [2, 2, 3]))
+    cases.append((np.full((7, 6), -np.log(6), dtype=np.float32), [1, 2, 3, 4, 5, 1, 2]))  # no room to spare
+    checked = 0
+    for log_probs, tokens in cases:
+        if len(tokens) + sum(a == b for a, b in zip(tokens, tokens[1:], strict=False)) > len(log_probs):
+            continue
+        expected = torch_align(torch.from_numpy(log_probs), tokens).numpy()
+        np.testing.assert_array_equal(align(log_probs, tokens), expected)
+        checked += 1
+    assert checked >= 12
+    np.testing.assert_array_equal(align(cases[0][0], []), np.zeros(len(cases[0][0])))
+
+
+def test_greedy_decoding_equals_pytorch():
+    from asr.decoding import greedy_decode as torch_greedy
+
+    rng = np.random.default_rng(2)
+    tokenizer = CharTokenizer()
+    logits = rng.standard_normal((3, 40, tokenizer.vocab_size)).astype(np.float32) * 4
+    logits[:, :, 0] += 2  # blanks between the letters, as a CTC model has them
+    log_probs = (logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype(np.float32)
+    lengths = np.array([40, 23, 1])
+    ours = greedy_decode(log_probs, lengths, tokenizer)
+    theirs = torch_greedy(torch.from_numpy(log_probs), torch.from_numpy(lengths), tokenizer)
+    for a, b in zip(ours, theirs, strict=True):
+        assert (a.text, a.tokens, a.frames) == (b.text, b.tokens, b.frames)
+        assert [(w.word, w.start, w.end) for w in a.words] == [(w.word, w.start, w.end) for w in b.words]
+        assert np.allclose([w.confidence for w in a.words], [w.confidence for w in b.words], atol=1e-6)
+
+
+@pytest.mark.parametrize("decoder", [{"decoder": "greedy"}, {"nbest": 3}], ids=["greedy", "stored-beam-lm-nbest"])
+def test_transcripts_equal_the_pytorch_path(an4_export, decoder):
+    """Greedy, and the model's stored beam search with its 6-gram LM (the default), against PyTorch fp32."""
+    runtime = load(an4_export, threads=1, **decoder)
+    pytorch = TorchTranscriber.load("an4", precision="fp32", decoder=decoder)
+    assert runtime.decoder_settings["decoder"] == pytorch.decoder_settings["decoder"]
+    for path in AN4_EXAMPLES:
+        _assert_same(runtime.transcribe(path), pytorch.transcribe(path))
+    assert runtime.transcribe(AN4_EXAMPLES[-1]).text == "p i t t s b u r g h"
+
+
+def test_long_audio_is_segmented_as_in_pytorch(an4_export, tmp_path):
+    """Several segments (cut at pauses), and forced cuts with overlap where the segments may not be long."""
+    pause = np.zeros(16000, np.float32)
+    wave = np.concatenate([part for p in AN4_EXAMPLES for part in (load_audio(p), pause)])
+    path = tmp_path / "long.wav"
+    soundfile.write(path, wave, 16000)
+    runtime = load(an4_export, threads=1, decoder="greedy")
+    pytorch = TorchTranscriber.load("an4", precision="fp32", decoder={"decoder": "greedy"})
+    for settings in ({}, {"max_segment_seconds": 4.0, "split_pause_seconds": None, "batch_size": 3}):
+        ours, theirs = runtime.transcribe(path, **settings), pytorch.transcribe(path, **settings)
+        _assert_same(ours, theirs)
+        assert len(ours.segments) >= 4
+    assert runtime.transcribe(wave, 16000).text == pytorch.transcribe(wave, 16000).text  # arrays too
+
+
+def test_int8_export_gives_the_same_transcripts(tmp_path, an4_export):
+    from asr.export import export
+
+    export("an4", tmp_path / "int8", int8=True)
+    assert (tmp_path / "int8" / bundle.ENCODER).stat().st_size < (an4_export / bundle.ENCODER).stat().st_size / 3
+    int8, fp32 = load(tmp_path / "int8", threads=1), load(an4_export, threads=1)
+    assert int8.precision == "int8"
+    for path in AN4_EXAMPLES:
+        assert int8.transcribe(path).text == fp32.transcribe(path).text
+
+
+# The runtime in a process where torch and torchaudio cannot be imported: every attempt is recorded and fails.
+_WITHOUT_TORCH = """
+import importlib.abc, sys
+attempts = []
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in ("torch", "torchaudio"):
+            attempts.append(name)
+            raise ImportError(name + " is blocked")
+sys.meta_path.insert(0, NoTorch())
+try:
+    import torch
+    sys.exit("the blocker does not block")
+except ImportError:
+    attempts.clear()
+from asr.runtime.cli import main
+code = main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in ("torch", "torchaudio"))
+print("torch imports tried:", attempts, "loaded:", loaded, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("decoder", [["--decoder", "greedy"], []], ids=["greedy", "stored-beam-lm"])
+def test_the_runtime_never_imports_torch(an4_export, tmp_path, decoder):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, str(AN4_EXAMPLES[-1]), "--model", str(an4_export),
+                           "--format", "json,srt,txt", "--output-dir", str(out), "--threads", "1", *decoder],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch imports tried: [] loaded: []" in proc.stderr
+    result = json.loads((out / (AN4_EXAMPLES[-1].stem + ".json")).read_text())
+    assert result["text"] == "p i t t s b u r g h"
+    assert all(0 <= w["start"] < w["end"] <= result["duration"] for w in result["words"])
+    assert (out / (AN4_EXAMPLES[-1].stem + ".srt")).read_text().startswith("1\n00:00:")
+
+
+def test_the_runtime_distribution_leaves_torch_out(tmp_path):
+    """`pip install ./runtime` installs from this wheel: the asr package and asr-lite, and no torch among its
+    requirements (nor librosa, which pulls in scipy and numba)."""
+    import zipfile
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(REPO / "runtime")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    wheel = zipfile.ZipFile(next(tmp_path.glob("asr_runtime-*.whl")))
+    names = set(wheel.namelist())
+    assert {"asr/runtime/transcribe.py", "asr/segment.py", "asr/outputs.py", "asr/cli/options.py"} <= names
+    assert not any(n.startswith("asr/models/") for n in names)  # exported folders carry the models
+    info = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [line.split(":", 1)[1].strip() for line in wheel.read(info).decode().splitlines()
+                if line.startswith("Requires-Dist:")]
+    assert any(r.startswith("onnxruntime") for r in requires)
+    assert not [r for r in requires if r.split(">")[0].split("=")[0] in ("torch", "torchaudio", "librosa")]
+    entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "asr-lite = asr.runtime.cli:main" in entry_points
+
+
+def test_asr_lite_reports_bad_inputs_and_goes_on(an4_export, tmp_path, capsys):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    code = lite_main([str(AN4_EXAMPLES[0]), str(bad), str(tmp_path / "gone.wav"), "--model", str(an4_export),
+                      "--decoder", "greedy", "--format", "tsv", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"error: {bad}: cannot read audio" in err and f"error: {tmp_path / 'gone.wav'}: no such file" in err
+    assert (tmp_path / "out" / (AN4_EXAMPLES[0].stem + ".tsv")).read_text().startswith("start\tend\ttext\n")
+    assert lite_main([str(AN4_EXAMPLES[0]), "--model", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path}: not an exported model folder (no model.json; " \
+                                              "`asr export` writes one)"
+
+
+def test_asr_transcribe_runs_an_exported_folder_with_the_runtime(an4_export, monkeypatch, capsys):
+    from asr.cli import main
+
+    def no_pytorch(*args, **kwargs):
+        raise AssertionError("the PyTorch Transcriber was loaded for an exported folder")
+
+    monkeypatch.setattr(TorchTranscriber, "load", no_pytorch)
+    assert main(["transcribe", str(AN4_EXAMPLES[-1]), "--model", str(an4_export), "--threads", "1"]) == 0
+    assert capsys.readouterr().out.strip() == "p i t t s b u r g h"
+
+
+def test_a_damaged_folder_is_named_in_one_line(an4_export, tmp_path):
+    import shutil
+
+    from asr.errors import InputError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(an4_export, broken)
+    (broken / bundle.MEL_FILTERS).unlink()
+    with pytest.raises(InputError, match=f"{broken / bundle.MEL_FILTERS}: missing from the exported model folder"):
+        bundle.read(broken)
+    (broken / bundle.MANIFEST).write_text("{")
+    with pytest.raises(InputError, match="cannot read it as JSON"):
+        bundle.read(broken)
+
+
+def test_batching_equals_asr_transcribe():
+    """The runtime's copies of the batching helpers batch as asr.transcribe's do."""
+    import asr.runtime.transcribe as ours
+    import asr.transcribe as theirs
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 500_000, 40).tolist()
+    assert ours.batches_by_length(lengths, 8) == theirs.batches_by_length(lengths, 8)
+    assert [ours.padded_frames(n) for n in range(1, 200)] == [theirs.padded_frames(n) for n in range(1, 200)]
+    assert (ours._PAD_FRAMES, ours._SORT_SECONDS) == (theirs._PAD_FRAMES, theirs._SORT_SECONDS)
+
+    class Chunk:
+        def __init__(self, n, end, silent):
+            self.audio, self.end, self.silent = np.zeros(n), end, silent
+
+    chunks = [Chunk(int(n), i, bool(s)) for i, (n, s) in enumerate(zip(lengths, rng.integers(0, 2, 40), strict=True))]
+    assert [([c.end for c in w], e) for w, e in ours.speech_windows(chunks, 60.0)] == \
+        [([c.end for c in w], e) for w, e in theirs.speech_windows(chunks, 60.0)]
+
+
+def test_bench_runtime_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/bench_runtime.py", "--repeats", "1", "--seconds", "3",
+                           "--minutes", "0.1", "--workdir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "first transcript" in proc.stdout and "int8 runtime" in proc.stdout

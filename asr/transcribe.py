@@ -8,7 +8,6 @@ from __future__ import annotations
 import glob
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,18 +16,13 @@ import torch
 
 from asr.alignment import fit_to_speech
 from asr.audio import SAMPLE_RATE, audio_files, resample
+from asr.batching import SORT_SECONDS, batches_by_length, padded_frames, speech_windows
 from asr.confidence import Calibration, judge
 from asr.decoding import decoder_from_settings, greedy_decode
 from asr.errors import InputError
 from asr.model import SUBSAMPLING, for_inference, load_checkpoint
 from asr.outputs import Segment, Transcript
 from asr.segment import speech_frames
-
-_PAD_FRAMES = 25  # feature frames (0.25 s) that a batch's padded length is a multiple of
-# Segments are sorted by length in windows of this much audio (held in memory: 30 MB at 16 kHz) before
-# batching. On 10 min of AN4 speech cut at pauses (1-15 s segments), batches of 8 in time order were 45 %
-# padding; sorted within windows of 120 s 21 %, of 480 s 13 % (BENCHMARKS.md, "Batching").
-_SORT_SECONDS = 480.0
 
 
 class Transcriber:
@@ -75,7 +69,7 @@ class Transcriber:
         whole, in both directions; a cut at a pause splits no word and costs it little context, and
         where there is no pause the segments overlap and each word comes from the one where it is
         farther from an edge. Silent segments are skipped; the others go through the model
-        `batch_size` at a time, batched by length among the next `_SORT_SECONDS` of audio so
+        `batch_size` at a time, batched by length among the next `SORT_SECONDS` of audio so
         that little of a batch is padding. Word times are seconds from the start of the audio.
 
         A file that cannot be read at all raises `InputError`. One damaged part-way (a decoder that
@@ -91,7 +85,7 @@ class Transcriber:
         decoded: list[tuple[Segment, list, str]] = []
         duration = 0.0
         heap = _HeapTrimmer()
-        for window, end in speech_windows(chunks, _SORT_SECONDS):
+        for window, end in speech_windows(chunks, SORT_SECONDS):
             decoded += self._decode_by_length(window, batch_size)
             duration = end
             heap.check()
@@ -212,14 +206,6 @@ def _channel_axis(shape: tuple[int, int]) -> int:
                      "samples")
 
 
-def padded_frames(frames: int) -> int:
-    """The frames a batch whose longest member has `frames` is padded to: a multiple of 0.25 s, so that
-    batch tensors come in fewer sizes, which the heap reuses instead of fragmenting (see _HeapTrimmer).
-    Whole seconds cost 9 % more time on a minute of speech for no gain in memory once segments were
-    sorted by length (BENCHMARKS.md, "Batching")."""
-    return -(-frames // _PAD_FRAMES) * _PAD_FRAMES
-
-
 def pad_batch(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """[(T_i, F)] features -> ((B, T, F) zero-padded to `padded_frames` of the longest, lengths (B,))."""
     lengths = torch.tensor([f.shape[0] for f in feats])
@@ -227,28 +213,6 @@ def pad_batch(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     for i, f in enumerate(feats):
         padded[i, : f.shape[0]] = f
     return padded, lengths
-
-
-def speech_windows(chunks: Iterable, seconds: float) -> Iterator[tuple[list, float]]:
-    """The non-silent chunks in windows of at least `seconds` of audio (the last one may be shorter or
-    empty), each with the end time of the last chunk read, silent or not."""
-    window: list = []
-    samples, end = 0, 0.0
-    for chunk in chunks:
-        end = chunk.end
-        if not chunk.silent:
-            window.append(chunk)
-            samples += len(chunk.audio)
-        if samples >= seconds * SAMPLE_RATE:
-            yield window, end
-            window, samples = [], 0
-    yield window, end
-
-
-def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices of `lengths` sorted by length, in batches of `batch_size`: the batching of a window of segments."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[start: start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 class _HeapTrimmer:

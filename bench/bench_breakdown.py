@@ -46,7 +46,7 @@ from bench_inference import make_audio, timed  # bench/ is on the path when a sc
 from asr.model import SUBSAMPLING
 from asr.outputs import FORMATS, SubtitleOptions, write_outputs
 from asr.segment import segments
-from asr.transcribe import _SORT_SECONDS, Transcriber, batches_by_length, pad_batch, speech_windows
+from asr.transcribe import SORT_SECONDS, Transcriber, batches_by_length, pad_batch, speech_windows
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 8  # Transcriber.transcribe's default batch size
@@ -93,7 +93,7 @@ def stage_steps(t: Transcriber, path: Path, times: dict[str, list[float]]):
     s, chunks = timed(lambda: list(segments(t._blocks(path, None, []), **SEGMENTING)), 1)
     times["read"].append(s)
     batches = []  # as Transcriber.transcribe batches them: by length within windows of speech
-    for window, _ in speech_windows(chunks, _SORT_SECONDS):
+    for window, _ in speech_windows(chunks, SORT_SECONDS):
         batches += [[window[i] for i in b] for b in batches_by_length([len(c.audio) for c in window], BATCH)]
     s, feats = timed(lambda: [[t.features(c.audio) for c in batch] for batch in batches], 1)
     times["features"].append(s)

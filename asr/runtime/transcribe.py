@@ -2,16 +2,17 @@
 
 The same stages with the same settings, so that the results are the PyTorch path's (tests compare them):
 blocks of the file (`asr.segment.read_blocks`), segments cut at pauses (`asr.segment.segments`), windows of
-`_SORT_SECONDS` of speech batched by length and padded to `_PAD_FRAMES`, features (numpy), the encoder
-(onnxruntime), the decoder, word times moved onto the sound (`asr.alignment.fit_to_speech`), words kept by
-the segment that owns them, calibrated confidences and verdicts (`asr.confidence`).
+`SORT_SECONDS` of speech batched by length and padded as the PyTorch path does (`asr.batching`), features
+(numpy), the encoder (onnxruntime), the decoder, word times moved onto the sound
+(`asr.alignment.fit_to_speech`), words kept by the segment that owns them, calibrated confidences and
+verdicts (`asr.confidence`).
 
 Dimensions: N samples, T frames, F mel bins, T' output frames, V vocabulary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from asr.alignment import fit_to_speech
 from asr.audio import SAMPLE_RATE, resample
+from asr.batching import SORT_SECONDS, batches_by_length, padded_frames, speech_windows
 from asr.confidence import Calibration, judge
 from asr.errors import InputError
 from asr.outputs import Segment, Transcript
@@ -27,11 +29,6 @@ from asr.runtime.decoding import decoder_from_settings
 from asr.runtime.encoder import Encoder
 from asr.runtime.features import Features
 from asr.segment import speech_frames
-
-# The batching of asr.transcribe, whose values these must keep (a test checks): batches padded to a multiple of
-# 0.25 s, and segments sorted by length within windows of 480 s of speech (BENCHMARKS.md, "Batching").
-_PAD_FRAMES = 25
-_SORT_SECONDS = 480.0
 
 
 class Transcriber:
@@ -66,7 +63,7 @@ class Transcriber:
                           split_pause_seconds=split_pause_seconds)
         decoded: list[tuple[Segment, list, str]] = []
         duration = 0.0
-        for window, end in speech_windows(chunks, _SORT_SECONDS):
+        for window, end in speech_windows(chunks, SORT_SECONDS):
             decoded += self._decode_by_length(window, batch_size)
             duration = end
         rejected = [part for part, _, verdict in decoded if verdict == "not speech"]
@@ -145,11 +142,6 @@ class Transcriber:
             yield wave[start: start + block]
 
 
-def padded_frames(frames: int) -> int:
-    """The frames a batch whose longest member has `frames` is padded to (`asr.transcribe.padded_frames`)."""
-    return -(-frames // _PAD_FRAMES) * _PAD_FRAMES
-
-
 def pad_batch(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """[(T_i, F)] features -> ((B, T, F) zero-padded to `padded_frames` of the longest, lengths (B,) int64)."""
     lengths = np.array([f.shape[0] for f in feats], dtype=np.int64)
@@ -157,25 +149,3 @@ def pad_batch(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     for i, f in enumerate(feats):
         padded[i, : f.shape[0]] = f
     return padded, lengths
-
-
-def speech_windows(chunks: Iterable, seconds: float) -> Iterator[tuple[list, float]]:
-    """The non-silent chunks in windows of at least `seconds` of audio, each with the end time of the last chunk
-    read (`asr.transcribe.speech_windows`)."""
-    window: list = []
-    samples, end = 0, 0.0
-    for chunk in chunks:
-        end = chunk.end
-        if not chunk.silent:
-            window.append(chunk)
-            samples += len(chunk.audio)
-        if samples >= seconds * SAMPLE_RATE:
-            yield window, end
-            window, samples = [], 0
-    yield window, end
-
-
-def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices of `lengths` sorted by length, in batches of `batch_size` (`asr.transcribe.batches_by_length`)."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[start: start + batch_size] for start in range(0, len(order), batch_size)]

@@ -1,4 +1,5 @@
-"""How segments of a recording are grouped into model batches: by length, within windows of speech.
+"""How segments of a recording are grouped into model batches (by length, within windows of speech), and how
+their decoded words become one transcript.
 
 Shared by the PyTorch `asr.transcribe.Transcriber` and the torch-free runtime (`asr.runtime`), so that both
 batch, and so pad, alike; nothing here imports torch.
@@ -7,6 +8,7 @@ batch, and so pad, alike; nothing here imports torch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from asr.audio import SAMPLE_RATE
 
@@ -45,3 +47,75 @@ def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices of `lengths` sorted by length, in batches of `batch_size`: the batching of a window of segments."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[start: start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+# From decoded segments to a transcript: the same for the PyTorch Transcriber and the runtime ------------
+
+
+def decode_by_length(chunks: list, batch_size: int, decode_chunks) -> list:
+    """`decode_chunks` over `chunks` in batches of similar length -> its non-None results, in time order.
+    A batch runs the LSTM over its longest member's frames, so batching neighbours in time (lengths cut
+    at pauses vary 1-30 s) spent up to half of it on padding."""
+    results: dict[int, tuple] = {}
+    for batch in batches_by_length([len(c.audio) for c in chunks], batch_size):
+        for i, result in zip(batch, decode_chunks([chunks[i] for i in batch]), strict=True):
+            if result is not None:
+                results[i] = result
+    return [results[i] for i in sorted(results)]
+
+
+def chunk_result(chunk, hyp, frame_seconds: float, calibration):
+    """One decoded chunk -> (Segment, n-best, verdict), or None when it keeps no word.
+
+    Word times move onto the sound (`asr.alignment.fit_to_speech`) and from the chunk's start to the
+    recording's; a word belongs to the chunk that owns its middle (chunks overlap where there was no
+    pause). With a calibration, confidences are calibrated and the verdict is `asr.confidence.judge`'s
+    over the chunk's seconds; without, it is "ok"."""
+    from asr.alignment import fit_to_speech
+    from asr.confidence import judge
+    from asr.outputs import Segment
+    from asr.segment import speech_frames
+
+    words = fit_to_speech(hyp.words, hyp.frames, speech_frames(chunk.audio, frame_seconds), frame_seconds)
+    shifted = [replace(w, start=round(w.start + chunk.start, 3), end=round(w.end + chunk.start, 3)) for w in words]
+    kept = [w for w in shifted if chunk.owns((w.start + w.end) / 2)]
+    if not kept:
+        return None
+    text = hyp.text if len(kept) == len(shifted) else " ".join(w.word for w in kept)
+    alternatives = [{"text": t, "score": round(sc, 3)} for t, sc in hyp.alternatives]
+    verdict = "ok"
+    if calibration is not None:
+        verdict, _ = judge([w.confidence for w in kept], calibration, len(chunk.audio) / SAMPLE_RATE)
+        kept = [replace(w, confidence=round(float(calibration(w.confidence)), 4)) for w in kept]
+    return Segment(kept[0].start, kept[-1].end, text, kept), alternatives, verdict
+
+
+def transcript_of(decoded: list, duration: float, damage: list[str], calibration):
+    """(Segment, n-best, verdict) of every chunk with words -> the Transcript. A segment judged not to be
+    speech (asr.confidence) gives no words: noise, not confident nonsense."""
+    from asr.outputs import Transcript
+
+    rejected = [part for part, _, verdict in decoded if verdict == "not speech"]
+    decoded = [(part, alt) for part, alt, verdict in decoded if verdict != "not speech"]
+    parts = [part for part, _ in decoded]
+    words = [w for part in parts for w in part.words]
+    text = " ".join(part.text for part in parts)
+    # The n-best of a single segment; that of a whole long file would mean nothing.
+    alternatives = decoded[0][1] if len(decoded) == 1 else []
+    return Transcript(text, round(duration, 3), parts, words, alternatives, damage[0] if damage else None,
+                      warning=_warning(words, rejected, calibration))
+
+
+def _warning(words: list, rejected: list, calibration) -> str | None:
+    """Why the transcript is probably wrong or empty, in a few words; None when nothing is amiss."""
+    from asr.confidence import judge
+
+    verdict, mean = judge([w.confidence for w in words], calibration, calibrated=True)
+    if verdict == "probably wrong":
+        return (f"probably wrong: mean word confidence {mean:.2f} (noise, another language, or speech unlike "
+                "the training data?)")
+    if rejected and not words:
+        dropped = sum(len(part.words) for part in rejected)
+        return (f"no speech recognised: {dropped} low-confidence word{'s' * (dropped != 1)} dropped (music, "
+                "noise or another language?)")
+    return None

@@ -8,21 +8,18 @@ from __future__ import annotations
 import glob
 import itertools
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from asr.alignment import fit_to_speech
 from asr.audio import SAMPLE_RATE, audio_files, resample
-from asr.batching import SORT_SECONDS, batches_by_length, padded_frames, speech_windows
-from asr.confidence import Calibration, judge
+from asr.batching import SORT_SECONDS, chunk_result, decode_by_length, padded_frames, speech_windows, transcript_of
+from asr.confidence import Calibration
 from asr.decoding import decoder_from_settings, greedy_decode
 from asr.errors import InputError
 from asr.model import SUBSAMPLING, for_inference, load_checkpoint
 from asr.outputs import Segment, Transcript
-from asr.segment import speech_frames
 
 
 class Transcriber:
@@ -89,39 +86,11 @@ class Transcriber:
             decoded += self._decode_by_length(window, batch_size)
             duration = end
             heap.check()
-        # A segment judged not to be speech (asr.confidence) gives no words: noise, not confident nonsense.
-        rejected = [part for part, _, verdict in decoded if verdict == "not speech"]
-        decoded = [(part, alt) for part, alt, verdict in decoded if verdict != "not speech"]
-        parts = [part for part, _ in decoded]
-        words = [w for part in parts for w in part.words]
-        text = " ".join(part.text for part in parts)
-        # The n-best of a single segment; that of a whole long file would mean nothing.
-        alternatives = decoded[0][1] if len(decoded) == 1 else []
-        return Transcript(text, round(duration, 3), parts, words, alternatives, damage[0] if damage else None,
-                          warning=self._warning(words, rejected))
-
-    def _warning(self, words: list, rejected: list) -> str | None:
-        """Why the transcript is probably wrong or empty, in a few words; None when nothing is amiss."""
-        verdict, mean = judge([w.confidence for w in words], self.calibration, calibrated=True)
-        if verdict == "probably wrong":
-            return (f"probably wrong: mean word confidence {mean:.2f} (noise, another language, or speech unlike "
-                    "the training data?)")
-        if rejected and not words:
-            dropped = sum(len(part.words) for part in rejected)
-            return (f"no speech recognised: {dropped} low-confidence word{'s' * (dropped != 1)} dropped (music, "
-                    "noise or another language?)")
-        return None
+        return transcript_of(decoded, duration, damage, self.calibration)
 
     def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list, str]]:
-        """Decode `chunks` in batches of similar length -> (Segment, n-best, verdict) for each chunk that kept
-        a word, in time order. A batch runs the LSTM over its longest member's frames, so batching
-        neighbours in time (lengths cut at pauses vary 1-30 s) spent up to half of it on padding."""
-        results: dict[int, tuple[Segment, list, str]] = {}
-        for batch in batches_by_length([len(c.audio) for c in chunks], batch_size):
-            for i, result in zip(batch, self._decode_chunks([chunks[i] for i in batch]), strict=True):
-                if result is not None:
-                    results[i] = result
-        return [results[i] for i in sorted(results)]
+        """(Segment, n-best, verdict) of each chunk that kept a word, in time order (`asr.batching`)."""
+        return decode_by_length(chunks, batch_size, self._decode_chunks)
 
     def _decode_chunks(self, chunks: list) -> list[tuple[Segment, list, str] | None]:
         """Model and decoder over a batch of chunks -> for each chunk, (Segment, n-best, verdict) or None if
@@ -130,23 +99,9 @@ class Transcriber:
         padded, lengths = pad_batch([self.features(c.audio) for c in chunks])
         log_probs, out_lengths = self.model(padded.to(self.device), lengths.to(self.device))  # (B, T', V)
         frame_seconds = self.features.config.frame_seconds * SUBSAMPLING
-        results: list[tuple[Segment, list, str] | None] = []
-        for chunk, hyp in zip(chunks, self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds), strict=True):
-            words = fit_to_speech(hyp.words, hyp.frames, speech_frames(chunk.audio, frame_seconds), frame_seconds)
-            shifted = [replace(w, start=round(w.start + chunk.start, 3), end=round(w.end + chunk.start, 3))
-                       for w in words]
-            kept = [w for w in shifted if chunk.owns((w.start + w.end) / 2)]
-            if not kept:
-                results.append(None)
-                continue
-            text = hyp.text if len(kept) == len(shifted) else " ".join(w.word for w in kept)
-            alternatives = [{"text": t, "score": round(sc, 3)} for t, sc in hyp.alternatives]
-            verdict = "ok"
-            if self.calibration is not None:
-                verdict, _ = judge([w.confidence for w in kept], self.calibration, len(chunk.audio) / SAMPLE_RATE)
-                kept = [replace(w, confidence=round(float(self.calibration(w.confidence)), 4)) for w in kept]
-            results.append((Segment(kept[0].start, kept[-1].end, text, kept), alternatives, verdict))
-        return results
+        hyps = self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds)
+        return [chunk_result(chunk, hyp, frame_seconds, self.calibration)
+                for chunk, hyp in zip(chunks, hyps, strict=True)]
 
     def _blocks(self, audio, sample_rate: int | None, damage: list[str]):
         """Mono blocks of `audio`. Where a file turns out damaged after some of it was read, the error

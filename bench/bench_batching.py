@@ -24,11 +24,12 @@ import torch
 from bench_breakdown import SEGMENTING  # bench/ is on the path when a script there runs
 from bench_inference import make_audio, spread, timed
 
-from asr import transcribe
+from asr import batching, transcribe
 from asr.audio import FeatureConfig
+from asr.batching import batches_by_length, padded_frames, speech_windows
 from asr.decoding import greedy_decode
 from asr.segment import segments
-from asr.transcribe import Transcriber, batches_by_length, padded_frames, speech_windows
+from asr.transcribe import Transcriber
 
 
 def in_time_order(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -61,7 +62,7 @@ def main() -> None:
     p.add_argument("--floor-rtf", type=float, help="fp32 encoder floor RTF (bench_floor.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    sort, default_window = transcribe.batches_by_length, transcribe.SORT_SECONDS
+    sort, default_window = batching.batches_by_length, transcribe.SORT_SECONDS
     windows = [None, *args.windows]  # None: time order
     models = {name: Transcriber.load(args.model, decode=greedy_decode, precision=name) for name in args.precisions}
     settings = [(name, size, window) for name in args.precisions for size in args.batch_sizes for window in windows]
@@ -76,14 +77,14 @@ def main() -> None:
         try:
             for _ in range(args.repeats):
                 for name, size, window in settings:
-                    transcribe.batches_by_length = in_time_order if window is None else sort
+                    batching.batches_by_length = in_time_order if window is None else sort
                     transcribe.SORT_SECONDS = window or default_window
                     run = lambda t=models[name], size=size: t.transcribe(path, batch_size=size)  # noqa: E731
                     seconds, result = timed(run, 1)
                     times[name, size, window].append(seconds)
                     texts[name, size, window] = result.text
         finally:
-            transcribe.batches_by_length, transcribe.SORT_SECONDS = sort, default_window
+            batching.batches_by_length, transcribe.SORT_SECONDS = sort, default_window
     n = args.seconds
     speech = sum(1 for c in chunks if not c.silent)
     print(f"{n:.0f} s of AN4 speech in {speech} segments, greedy, {args.threads} threads, "

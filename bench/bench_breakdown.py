@@ -43,10 +43,11 @@ from pathlib import Path
 import torch
 from bench_inference import make_audio, timed  # bench/ is on the path when a script there runs
 
+from asr.batching import SORT_SECONDS, batches_by_length, speech_windows
 from asr.model import SUBSAMPLING
 from asr.outputs import FORMATS, SubtitleOptions, write_outputs
 from asr.segment import segments
-from asr.transcribe import SORT_SECONDS, Transcriber, batches_by_length, pad_batch, speech_windows
+from asr.transcribe import Transcriber, pad_batch
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 8  # Transcriber.transcribe's default batch size

@@ -233,12 +233,13 @@ def test_a_damaged_folder_is_named_in_one_line(an4_export, tmp_path):
 
 
 def test_batching_is_the_pytorch_paths():
-    """The runtime batches, and so pads, with the very helpers the PyTorch Transcriber uses."""
+    """The runtime batches, pads and assembles its transcript with the very helpers the PyTorch Transcriber uses."""
     import asr.batching
     import asr.runtime.transcribe as ours
     import asr.transcribe as theirs
 
-    for name in ("batches_by_length", "padded_frames", "speech_windows", "SORT_SECONDS"):
+    for name in ("decode_by_length", "chunk_result", "transcript_of", "padded_frames", "speech_windows",
+                 "SORT_SECONDS"):
         assert getattr(ours, name) is getattr(asr.batching, name) is getattr(theirs, name)
 
 

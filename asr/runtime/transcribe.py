@@ -13,22 +13,19 @@ Dimensions: N samples, T frames, F mel bins, T' output frames, V vocabulary.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from asr.alignment import fit_to_speech
 from asr.audio import SAMPLE_RATE, resample
-from asr.batching import SORT_SECONDS, batches_by_length, padded_frames, speech_windows
-from asr.confidence import Calibration, judge
+from asr.batching import SORT_SECONDS, chunk_result, decode_by_length, padded_frames, speech_windows, transcript_of
+from asr.confidence import Calibration
 from asr.errors import InputError
 from asr.outputs import Segment, Transcript
 from asr.runtime import bundle as fmt
 from asr.runtime.decoding import decoder_from_settings
 from asr.runtime.encoder import Encoder
 from asr.runtime.features import Features
-from asr.segment import speech_frames
 
 
 class Transcriber:
@@ -66,55 +63,19 @@ class Transcriber:
         for window, end in speech_windows(chunks, SORT_SECONDS):
             decoded += self._decode_by_length(window, batch_size)
             duration = end
-        rejected = [part for part, _, verdict in decoded if verdict == "not speech"]
-        decoded = [(part, alt) for part, alt, verdict in decoded if verdict != "not speech"]
-        parts = [part for part, _ in decoded]
-        words = [w for part in parts for w in part.words]
-        text = " ".join(part.text for part in parts)
-        alternatives = decoded[0][1] if len(decoded) == 1 else []
-        return Transcript(text, round(duration, 3), parts, words, alternatives, damage[0] if damage else None,
-                          warning=self._warning(words, rejected))
-
-    def _warning(self, words: list, rejected: list) -> str | None:
-        verdict, mean = judge([w.confidence for w in words], self.calibration, calibrated=True)
-        if verdict == "probably wrong":
-            return (f"probably wrong: mean word confidence {mean:.2f} (noise, another language, or speech unlike "
-                    "the training data?)")
-        if rejected and not words:
-            dropped = sum(len(part.words) for part in rejected)
-            return f"no speech recognised: {dropped} low-confidence words dropped (noise, music or another language?)"
-        return None
+        return transcript_of(decoded, duration, damage, self.calibration)
 
     def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list, str]]:
-        results: dict[int, tuple[Segment, list, str]] = {}
-        for batch in batches_by_length([len(c.audio) for c in chunks], batch_size):
-            for i, result in zip(batch, self._decode_chunks([chunks[i] for i in batch]), strict=True):
-                if result is not None:
-                    results[i] = result
-        return [results[i] for i in sorted(results)]
+        return decode_by_length(chunks, batch_size, self._decode_chunks)
 
     def _decode_chunks(self, chunks: list) -> list[tuple[Segment, list, str] | None]:
         """Encoder and decoder over a batch of chunks -> for each, (Segment, n-best, verdict) or None without words."""
         padded, lengths = pad_batch([self.features(c.audio) for c in chunks])
         log_probs, out_lengths = self.encoder(padded, lengths)  # (B, T', V)
         frame_seconds = self.bundle.features.frame_seconds * self.bundle.subsampling
-        results: list[tuple[Segment, list, str] | None] = []
-        for chunk, hyp in zip(chunks, self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds), strict=True):
-            words = fit_to_speech(hyp.words, hyp.frames, speech_frames(chunk.audio, frame_seconds), frame_seconds)
-            shifted = [replace(w, start=round(w.start + chunk.start, 3), end=round(w.end + chunk.start, 3))
-                       for w in words]
-            kept = [w for w in shifted if chunk.owns((w.start + w.end) / 2)]
-            if not kept:
-                results.append(None)
-                continue
-            text = hyp.text if len(kept) == len(shifted) else " ".join(w.word for w in kept)
-            alternatives = [{"text": t, "score": round(sc, 3)} for t, sc in hyp.alternatives]
-            verdict = "ok"
-            if self.calibration is not None:
-                verdict, _ = judge([w.confidence for w in kept], self.calibration)
-                kept = [replace(w, confidence=round(float(self.calibration(w.confidence)), 4)) for w in kept]
-            results.append((Segment(kept[0].start, kept[-1].end, text, kept), alternatives, verdict))
-        return results
+        hyps = self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds)
+        return [chunk_result(chunk, hyp, frame_seconds, self.calibration)
+                for chunk, hyp in zip(chunks, hyps, strict=True)]
 
     def _blocks(self, audio, sample_rate: int | None, damage: list[str]) -> Iterator[np.ndarray]:
         from asr.segment import read_blocks

@@ -1,23 +1,22 @@
-"""Files -> transcripts: the `Transcriber` (also the Python API) and the search for input files.
+"""Audio -> transcripts: the `Transcriber` (also the Python API). What users give it (files, folders, globs,
+standard input, arrays of any layout) is sorted out in `asr.inputs`.
 
 Dimensions: N samples, T frames, F mel bins, T' output frames, V vocabulary.
 """
 
 from __future__ import annotations
 
-import glob
-import itertools
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from asr.audio import SAMPLE_RATE, audio_files, resample
+from asr.audio import SAMPLE_RATE, resample
 from asr.batching import SORT_SECONDS, chunk_result, decode_by_length, padded_frames, speech_windows, transcript_of
 from asr.confidence import Calibration
 from asr.decoding import decoder_from_settings, greedy_decode
 from asr.errors import InputError
+from asr.inputs import to_mono
 from asr.model import SUBSAMPLING, for_inference, load_checkpoint
 from asr.outputs import Segment, Transcript
 
@@ -59,7 +58,7 @@ class Transcriber:
                    max_segment_seconds: float = 30.0, min_segment_seconds: float = 1.0,
                    split_pause_seconds: float | None = 0.5) -> Transcript:
         """`audio`: a file path, or a numpy array / tensor with its `sample_rate`: (N,), (N, C) as soundfile
-        reads, or (C, N) as torchaudio does, told apart by size (`_channel_axis`); channels are averaged.
+        reads, or (C, N) as torchaudio does, told apart by size (`asr.inputs.to_mono`); channels are averaged.
 
         A file is read in blocks and cut into segments of at most `max_segment_seconds` at pauses
         (`asr.segment`), so memory stays bounded however long it is. The BiLSTM needs each segment
@@ -87,6 +86,27 @@ class Transcriber:
             duration = end
             heap.check()
         return transcript_of(decoded, duration, damage, self.calibration)
+
+    # One utterance at a time, as `asr.streaming.Stream` runs it: the same calls for the runtime's Transcriber.
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of audio per output frame."""
+        return self.features.config.frame_seconds * SUBSAMPLING
+
+    @torch.inference_mode()
+    def log_probs(self, audio: np.ndarray) -> np.ndarray:
+        """(N,) mono samples at SAMPLE_RATE, taken as one utterance -> (T', V) float32 log-probs. Padded as
+        batches are (`padded_frames`): a window that grows by a fraction of a second at every step would
+        otherwise be a new shape each time, for which oneDNN builds its LSTM kernels anew (10-20x the call)."""
+        padded, lengths = pad_batch([self.features(audio)])
+        log_probs, out_lengths = self.model(padded.to(self.device), lengths.to(self.device))
+        return log_probs[0, : int(out_lengths[0])].float().cpu().numpy()
+
+    def decode_log_probs(self, log_probs: np.ndarray):
+        """(T', V) log-probs of one utterance -> the decoder's `asr.alignment.Hypothesis`."""
+        lp = torch.from_numpy(np.ascontiguousarray(log_probs, dtype=np.float32))[None]
+        return self.decode(lp, torch.tensor([lp.shape[1]]), self.tokenizer, self.frame_seconds)[0]
 
     def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list, str]]:
         """(Segment, n-best, verdict) of each chunk that kept a word, in time order (`asr.batching`)."""
@@ -129,36 +149,8 @@ class Transcriber:
         """A numpy array or tensor, (N,), (N, C) or (C, N), at `sample_rate` -> mono float32 at SAMPLE_RATE."""
         if sample_rate is None:
             raise ValueError("an array or tensor needs its sample_rate")
-        wave = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-        wave = wave.astype(np.float32)
-        if wave.size == 0:
-            raise InputError(f"audio array of shape {wave.shape} is empty")
-        if wave.ndim == 2:
-            wave = wave.mean(axis=_channel_axis(wave.shape))
-        if wave.ndim != 1:
-            raise InputError(f"audio array of shape {wave.shape}: expected (samples,), (samples, channels) or "
-                             "(channels, samples)")
+        wave = to_mono(audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio))
         return resample(wave, sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else wave
-
-
-_MAX_CHANNELS = 8  # 7.1 sound; more "channels" than this is a shape mistake, not a recording
-_MIN_SAMPLES_PER_CHANNEL = 64  # the samples axis of a 2-D array is at least this many times the channels axis
-
-
-def _channel_axis(shape: tuple[int, int]) -> int:
-    """The channels axis of a 2-D audio array: 1 for soundfile's (N, C), 0 for torchaudio's (C, N).
-
-    Which is which is told by size alone: channels are few (at most _MAX_CHANNELS) and samples many
-    times more. An array where that does not decide, such as (4, 6) or (300, 400), or an empty one, is
-    refused: averaging over the wrong axis would transcribe a few samples as silence and say nothing.
-    """
-    for axis in (1, 0):
-        channels, samples = shape[axis], shape[1 - axis]
-        if 1 <= channels <= _MAX_CHANNELS and samples >= _MIN_SAMPLES_PER_CHANNEL * channels:
-            return axis
-    raise InputError(f"audio array of shape {shape}: cannot tell channels from samples; give (samples,), or "
-                     f"(samples, channels) or (channels, samples) with 1-{_MAX_CHANNELS} channels and many more "
-                     "samples")
 
 
 def pad_batch(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,77 +199,3 @@ class _HeapTrimmer:
     def __del__(self):
         if self._trim is not None:
             self._statm.close()
-
-
-def find_audio(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Expand files, folders (recursively, audio extensions only) and glob patterns -> ([(file,
-    output stem)], problems).
-
-    The output stem mirrors the input tree: `folder/a/b.wav` given as `folder` -> `a/b`; a file
-    given by itself -> its name without the extension; a file matched by `talks/**/*.wav` -> its
-    path below `talks`, the part of the pattern before the first wildcard.
-    """
-    found: list[tuple[Path, Path]] = []
-    problems: list[str] = []
-    for arg in paths:
-        p = Path(arg)
-        if not p.exists() and any(c in arg for c in "*?["):
-            matches = sorted(glob.glob(arg, recursive=True))
-            if not matches:
-                problems.append(f"{arg}: no file matches this pattern")
-            base = _glob_base(arg)
-            for m in map(Path, matches):
-                if m.is_dir():
-                    found += [(f, f.relative_to(base).with_suffix("")) for f in audio_files(m)]
-                else:
-                    found.append((m, m.relative_to(base).with_suffix("")))
-        elif p.is_dir():
-            files = audio_files(p)
-            if not files:
-                problems.append(f"{p}: no audio files in this folder")
-            found += [(f, f.relative_to(p).with_suffix("")) for f in files]
-        elif p.exists():
-            found.append((p, Path(p.stem)))
-        else:
-            problems.append(f"{p}: no such file")
-    return found, problems
-
-
-def stdin_to_file(folder: Path) -> Path:
-    """Copy standard input (any format soundfile or librosa reads) to `folder`/asr-stdin, in blocks."""
-    import shutil
-    import sys
-
-    path = folder / "asr-stdin"
-    with open(path, "wb") as f:
-        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-    if path.stat().st_size == 0:
-        raise InputError("-: standard input is empty")
-    return path
-
-
-def _glob_base(pattern: str) -> Path:
-    parts = Path(pattern).parts
-    fixed = list(itertools.takewhile(lambda part: not any(c in part for c in "*?["), parts))
-    return Path(*fixed) if fixed else Path(".")
-
-
-def drop_output_collisions(found: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """An output stem for every input: inputs whose stems collide keep their extension in it where that
-    tells them apart (a.flac and a.mp3 in one folder -> a.flac, a.mp3: a.flac.srt, a.mp3.srt). Where
-    names still collide (the same file name from two folders given apart), the first input keeps it
-    and the others are reported rather than overwrite its output."""
-    counts = Counter(stem for _, stem in found)
-    suffixes = Counter((stem, f.suffix) for f, stem in found)
-    taken: dict[Path, Path] = {}
-    problems: list[str] = []
-    unique = []
-    for f, stem in found:
-        if counts[stem] > 1 and suffixes[stem, f.suffix] == 1:
-            stem = stem.with_name(stem.name + f.suffix)
-        if stem in taken:
-            problems.append(f"{f}: skipped, its output name {stem} is already used by {taken[stem]}")
-            continue
-        taken[stem] = f
-        unique.append((f, stem))
-    return unique, problems

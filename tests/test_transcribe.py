@@ -6,7 +6,8 @@ import soundfile
 import torch
 
 from asr.catalog import models_dir
-from asr.transcribe import Transcriber, drop_output_collisions, find_audio
+from asr.inputs import drop_output_collisions, find_audio
+from asr.transcribe import Transcriber
 
 
 @pytest.fixture

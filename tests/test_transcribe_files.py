@@ -11,8 +11,8 @@ import soundfile
 import torch
 
 from asr.decoding import BeamOptions, beam_search
+from asr.inputs import drop_output_collisions
 from asr.text import CharTokenizer
-from asr.transcribe import drop_output_collisions
 
 REPO = Path(__file__).resolve().parents[1]
 AN4_MODEL = REPO / "models" / "an4" / "model.pt"

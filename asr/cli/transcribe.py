@@ -21,8 +21,12 @@ def add_transcribe(sub) -> None:
                                    "damaged part-way is transcribed up to the damage and listed too. The exit code "
                                    "is 1 if any failed.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, glob patterns, or - for stdin")
-    p.add_argument("--model", help="bundled model name (asr models lists them: english, an4), checkpoint, or "
-                   "folder with model.pt (default: english)")
+    p.add_argument("--model", help="bundled model name (asr models lists them: english, an4), checkpoint, "
+                   "folder with model.pt, or folder from asr export (default: english)")
+    p.add_argument("--engine", choices=["auto", "pytorch", "onnx"], default="auto",
+                   help="what runs the model: pytorch (a checkpoint), or onnx (an exported folder, or a bundled "
+                        "model's export, through the torch-free runtime; docs/runtime.md). auto (default): the "
+                        "checkpoint where there is one and torch is installed, else the export")
     options.add_decoder_options(p, nbest=True)
     out = p.add_argument_group("output")
     out.add_argument("--format", default="txt",
@@ -77,8 +81,8 @@ def _transcribe(args) -> int:
     import contextlib
     import tempfile
 
+    from asr.inputs import find_audio, stdin_to_file
     from asr.outputs import SubtitleOptions
-    from asr.transcribe import find_audio, stdin_to_file
 
     formats = _parse_formats(args.format)
     subtitle = SubtitleOptions(max_line_chars=args.max_line_chars, max_lines=args.max_lines,
@@ -131,8 +135,8 @@ def _plan_outputs(files: list, out_dir: Path, formats: list[str], args, failures
     """The inputs to transcribe: each with an output name of its own (`drop_output_collisions`), less
     those whose outputs all exist with --skip-existing; an input one of whose outputs exists is added
     to `failures` without --overwrite, before any time is spent on it."""
+    from asr.inputs import drop_output_collisions
     from asr.outputs import output_paths
-    from asr.transcribe import drop_output_collisions
 
     files, collisions = drop_output_collisions(files)
     failures += collisions
@@ -155,16 +159,16 @@ def _run(files: list, args, out_dir: Path | None, formats: list[str], subtitle, 
     """Transcribe `files` and write or print each result -> the problems met."""
     import time
 
+    from asr.catalog import engine_for
     from asr.outputs import write_outputs
     from asr.runtime import load as load_exported
-    from asr.runtime.bundle import is_bundle
     from asr.transcribe import Transcriber
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    if files and is_bundle(args.model):  # a folder from `asr export`: the torch-free runtime runs it (docs/runtime.md)
+    if files and engine_for(args.model, args.engine) == "onnx":  # an export: the torch-free runtime (docs/runtime.md)
         transcriber = load_exported(args.model, threads=args.threads, **options.decoder_overrides(args))
     else:
         transcriber = (Transcriber.load(args.model, args.device, decoder=options.decoder_overrides(args),

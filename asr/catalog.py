@@ -3,11 +3,14 @@
 The repository's top-level `models/` folder installs as the package `asr.models` (pyproject.toml maps it),
 so a plain `pip install .` or a wheel carries the models and an editable install reads them in place. Each
 model is a folder `models/<name>/` with `model.pt`, its LM files, `MODEL.md` (the model card) and
-`card.json`, the few facts `asr models` lists without loading any weights.
+`card.json`, the few facts `asr models` lists without loading any weights. A model may also hold its export
+for the torch-free runtime (`model.json`, `encoder.onnx`, `mel_filters.npy`, sharing the LM files): the
+runtime's distribution installs those without `model.pt` (`resolve_export`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,3 +82,44 @@ def resolve(model: str | Path | None) -> Path:
     raise InputError(f"{name}: no such " + ("checkpoint file" if looks_like_path else "model") +
                      (f"; bundled models: {', '.join(bundled)}" if bundled else "; no model is bundled") +
                      ", or a checkpoint path")
+
+
+def resolve_export(model: str | Path | None) -> Path:
+    """A bundled model's name, or an exported folder (`asr export`) -> the folder the runtime reads.
+
+    None is the default model. A folder that exists wins over a name, as in `resolve`; whether it holds an
+    export is `asr.runtime.bundle.read`'s to say."""
+    name = DEFAULT if model is None else str(model)
+    path = Path(name)
+    if path.is_dir():
+        return path
+    folder = models_dir() / name
+    if not any(sep in name for sep in "/\\") and (folder / "model.json").is_file():
+        return folder
+    names = sorted(p.parent.name for p in models_dir().glob("*/model.json")) if models_dir().is_dir() else []
+    return _missing_export(name, model is None, names)
+
+
+def _missing_export(name: str, default: bool, names: list[str]):
+    known = f"; bundled exports: {', '.join(names)}" if names else "; no model is bundled with an export"
+    if default:
+        raise InputError(f"the default model {DEFAULT!r} has no export installed in {models_dir()}{known}; pass "
+                         "--model EXPORTED_FOLDER (asr export writes one)")
+    raise InputError(f"{name}: no such exported model folder or bundled model{known}")
+
+
+def engine_for(model: str | Path | None, engine: str = "auto") -> str:
+    """What runs `model` (a name, checkpoint or folder, as `resolve` takes it): "pytorch" or "onnx" (the
+    torch-free runtime, over an export). `engine` "auto" picks the checkpoint where there is one and torch is
+    installed, else the export: the full install runs `english` in PyTorch, the runtime's install (no torch,
+    no model.pt) runs its export, and a folder from `asr export` runs in the runtime."""
+    if engine != "auto":
+        return engine
+    path = Path(DEFAULT if model is None else str(model))
+    if path.is_file():
+        return "pytorch"
+    folder = path if path.is_dir() else models_dir() / path.name
+    has_export, has_checkpoint = (folder / "model.json").is_file(), (folder / "model.pt").is_file()
+    if has_export and (not has_checkpoint or importlib.util.find_spec("torch") is None):
+        return "onnx"
+    return "pytorch"

@@ -363,13 +363,12 @@ def _boosted_lm(kenlm, word_dict, options: BeamOptions):
     flashlight multiplies LM scores by the LM weight, so the boost is divided by it here and lands
     on the hypothesis score as given. Without KenLM, or at LM weight 0 (a search constrained by the
     lexicon alone, which `asr lm tune` may choose), the boosts go in alone at weight 1. Written in
-    Python through torchaudio's CTCDecoderLM: it is called once per completed word, not per frame,
+    Python as a subclass of flashlight's LM (torchaudio's CTCDecoderLM is one too, so both the PyTorch
+    path and the torch-free runtime take it): it is called once per completed word, not per frame,
     which keeps it cheap.
     """
-    from asr.torchaudio_api import ctc_decoders
-
-    decoders = ctc_decoders()
-    CTCDecoderLM, CTCDecoderLMState = decoders.CTCDecoderLM, decoders.CTCDecoderLMState
+    from flashlight.lib.text.decoder import LM as CTCDecoderLM
+    from flashlight.lib.text.decoder import LMState as CTCDecoderLMState
 
     if options.lm_weight < 0:
         raise InputError(f"--hotword needs an LM weight of 0 or more, got {options.lm_weight:g}")

@@ -108,6 +108,28 @@ def test_transcripts_equal_the_pytorch_path(an4_export, decoder):
     assert runtime.transcribe(AN4_EXAMPLES[-1]).text == "p i t t s b u r g h"
 
 
+@pytest.mark.parametrize("boost", [0.01, 2.0])
+def test_hotwords_are_boosted_as_on_the_pytorch_path(tmp_path, boost):
+    """--hotword in the runtime: the same boosted word LM (asr.decoding._boosted_lm) over flashlight directly."""
+    from dataclasses import replace
+
+    from test_decoding import _ambiguous_cat  # pytest puts tests/ on the path
+
+    from asr.decoding import BeamOptions
+    from asr.decoding import beam_decode as torch_beam_decode
+    from asr.lm import build_arpa
+    from asr.runtime.decoding import beam_decode
+
+    lm = tmp_path / "lm.arpa"
+    build_arpa(["the cat sat on the mat", "the cat ate", "a cat and the dog", "the cut was deep"], 3, lm)
+    tok = CharTokenizer()
+    lp = _ambiguous_cat(tok)
+    options = replace(BeamOptions(lm=str(lm), lm_weight=0.5), hotwords=(("cat", boost),))
+    runtime = beam_decode(lp.numpy(), np.array([15]), tok, options=options)[0]
+    assert runtime.text == ("the cat" if boost > 1 else "the cut")
+    assert runtime.text == torch_beam_decode(lp, torch.tensor([15]), tok, options=options)[0].text
+
+
 def test_long_audio_is_segmented_as_in_pytorch(an4_export, tmp_path):
     """Several segments (cut at pauses), and forced cuts with overlap where the segments may not be long."""
     pause = np.zeros(16000, np.float32)
@@ -182,7 +204,11 @@ def test_the_runtime_distribution_leaves_torch_out(tmp_path):
     wheel = zipfile.ZipFile(next(tmp_path.glob("asr_runtime-*.whl")))
     names = set(wheel.namelist())
     assert {"asr/runtime/transcribe.py", "asr/segment.py", "asr/outputs.py", "asr/cli/options.py"} <= names
-    assert not any(n.startswith("asr/models/") for n in names)  # exported folders carry the models
+    # the bundled English model's export, so that the light install transcribes out of the box; no checkpoint
+    assert {"asr/models/english/model.json", "asr/models/english/encoder.onnx", "asr/models/english/lm.arpa.gz",
+            "asr/models/english/lexicon.txt", "asr/models/english/mel_filters.npy"} <= names
+    assert not any(n.endswith(".pt") for n in names)
+    assert "asr/server/page/index.html" in names
     info = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = [line.split(":", 1)[1].strip() for line in wheel.read(info).decode().splitlines()
                 if line.startswith("Requires-Dist:")]
@@ -204,6 +230,28 @@ def test_asr_lite_reports_bad_inputs_and_goes_on(an4_export, tmp_path, capsys):
     assert lite_main([str(AN4_EXAMPLES[0]), "--model", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {tmp_path}: not an exported model folder (no model.json; " \
                                               "`asr export` writes one)"
+
+
+def test_asr_lite_reads_standard_input(an4_export):
+    """`asr-lite -`: any format on standard input, as `asr transcribe -`; empty input is a one-line error."""
+    command = [sys.executable, "-m", "asr.runtime", "-", "--model", str(an4_export), "--threads", "1"]
+    proc = subprocess.run(command, input=AN4_EXAMPLES[-1].read_bytes(), capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().strip() == "p i t t s b u r g h"
+    proc = subprocess.run(command, input=b"", capture_output=True, timeout=300)
+    assert proc.returncode == 1 and b"error: -: standard input is empty" in proc.stderr
+
+
+def test_arrays_of_either_channel_layout_as_in_pytorch(an4_export):
+    wave = load_audio(AN4_EXAMPLES[-1])
+    stereo = np.stack([wave, wave], axis=1)  # (N, C), as soundfile reads
+    runtime = load(an4_export, threads=1)
+    expected = runtime.transcribe(wave, 16000).text
+    assert runtime.transcribe(stereo, 16000).text == expected == runtime.transcribe(stereo.T, 16000).text
+    from asr.errors import InputError
+
+    with pytest.raises(InputError, match="cannot tell channels from samples"):
+        runtime.transcribe(np.zeros((300, 400), np.float32), 16000)
 
 
 def test_asr_transcribe_runs_an_exported_folder_with_the_runtime(an4_export, monkeypatch, capsys):

@@ -18,9 +18,11 @@ inside the functions that need it. `tests/test_runtime.py` runs the runtime with
 from __future__ import annotations
 
 
-def load(path, threads: int | None = None, **decoder):
-    """An exported model folder -> a `asr.runtime.transcribe.Transcriber`. Keyword arguments choose the
-    decoder over the one the folder stores, as in `asr.load_model` (see `asr.decoding.SETTINGS`)."""
+def load(path=None, threads: int | None = None, **decoder):
+    """An exported model folder, or a bundled model's name (None: the default, `english`) -> a
+    `asr.runtime.transcribe.Transcriber`. Keyword arguments choose the decoder over the one the folder
+    stores, as in `asr.load_model` (see `asr.decoding.SETTINGS`)."""
+    from asr.catalog import resolve_export
     from asr.runtime.transcribe import Transcriber
 
-    return Transcriber.load(path, threads=threads, decoder=decoder)
+    return Transcriber.load(resolve_export(path), threads=threads, decoder=decoder)

@@ -11,9 +11,10 @@ failure listed once at the end as `error: <file>: <problem>`.
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from asr.errors import InputError, InstallError
@@ -24,8 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="asr-lite", description="Transcribe audio with a model exported by `asr "
                                 "export`, with onnxruntime and numpy (no PyTorch). See docs/runtime.md.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, or glob patterns (quoted)")
-    p.add_argument("--model", required=True, metavar="DIR", help="an exported model folder (asr export --out DIR)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="audio files, folders, or glob patterns (quoted); - reads standard input")
+    p.add_argument("--model", metavar="NAME|DIR", help="a bundled model's name or an exported model folder (asr "
+                   "export --out DIR); default: english")
     options.add_decoder_options(p, nbest=True)
     out = p.add_argument_group("output")
     out.add_argument("--format", default="txt", help="comma-separated formats from txt, json, srt, vtt, tsv, or all")
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _transcribe(args) -> int:
     from asr.cli import options
+    from asr.inputs import drop_output_collisions, find_audio, stdin_to_file
     from asr.outputs import FORMATS, SubtitleOptions, output_paths, write_outputs
     from asr.runtime import load
 
@@ -68,59 +72,40 @@ def _transcribe(args) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     transcriber = load(args.model, threads=args.threads, **options.decoder_overrides(args))
-    files, failures = find_inputs(args.paths)
-    for path, stem in files:
-        try:
-            if out_dir is not None and not args.overwrite:
-                existing = [str(p) for p in output_paths(out_dir / stem, formats) if p.exists()]
-                if existing:
-                    raise InputError(f"{path}: would overwrite {', '.join(existing)}; --overwrite replaces them")
-            result = transcriber.transcribe(path, batch_size=args.batch_size,
-                                            max_segment_seconds=args.max_segment_seconds,
-                                            min_segment_seconds=args.min_segment_seconds,
-                                            split_pause_seconds=args.split_pause or None)
-        except InputError as e:
-            failures.append(str(e))
-            continue
-        if result.error:
-            failures.append(f"{result.error}; transcribed the {result.duration:.1f} s before it")
-        if result.warning:
-            print(f"warning: {path}: {result.warning}", file=sys.stderr)
-        if out_dir is None:
-            print(result.text if len(files) == 1 else f"{path}\t{result.text}", flush=True)
-        else:
-            write_outputs(result, out_dir / stem, formats, SubtitleOptions())
+    with contextlib.ExitStack() as stack:
+        paths, stdin = list(args.paths), None
+        if "-" in paths:  # standard input: copied to a file first, as `asr transcribe` does
+            stdin = stdin_to_file(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="asr-"))))
+            paths = [str(stdin) if p == "-" else p for p in paths]
+        files, failures = find_audio(paths)
+        files, collisions = drop_output_collisions([(f, Path("stdin") if f == stdin else stem) for f, stem in files])
+        failures += collisions
+        total = len(files) + len(failures)
+        for path, stem in files:
+            name = "-" if path == stdin else path
+            try:
+                if out_dir is not None and not args.overwrite:
+                    existing = [str(p) for p in output_paths(out_dir / stem, formats) if p.exists()]
+                    if existing:
+                        raise InputError(f"{name}: would overwrite {', '.join(existing)}; --overwrite replaces them")
+                result = transcriber.transcribe(path, batch_size=args.batch_size,
+                                                max_segment_seconds=args.max_segment_seconds,
+                                                min_segment_seconds=args.min_segment_seconds,
+                                                split_pause_seconds=args.split_pause or None)
+            except InputError as e:
+                failures.append(str(e))
+                continue
+            if result.error:
+                failures.append(f"{result.error}; transcribed the {result.duration:.1f} s before it")
+            if result.warning:
+                print(f"warning: {name}: {result.warning}", file=sys.stderr)
+            if out_dir is None:
+                print(result.text if total == 1 else f"{name}\t{result.text}", flush=True)
+            else:
+                write_outputs(result, out_dir / stem, formats, SubtitleOptions())
     if failures:
-        print(f"{len(failures)} of {len(files) + len(failures)} inputs failed:", file=sys.stderr)
+        print(f"{len(failures)} of {total} inputs failed:", file=sys.stderr)
         for f in failures:
             print(f"error: {f}", file=sys.stderr)
         return 1
     return 0
-
-
-def find_inputs(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Files, folders (recursively) and glob patterns -> ([(file, output stem)], problems). The stem is the
-    file's name without its extension, or its path below the folder given (as `asr transcribe` names outputs)."""
-    from asr.audio import audio_files
-
-    found: list[tuple[Path, Path]] = []
-    problems: list[str] = []
-    for arg in paths:
-        p = Path(arg)
-        if not p.exists() and any(c in arg for c in "*?["):
-            matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
-            found += [(m, Path(m.stem)) for m in matches if m.is_file()]
-            for folder in (m for m in matches if m.is_dir()):
-                found += [(f, f.relative_to(folder).with_suffix("")) for f in audio_files(folder)]
-            if not matches:
-                problems.append(f"{arg}: no file matches this pattern")
-        elif p.is_dir():
-            files = audio_files(p)
-            found += [(f, f.relative_to(p).with_suffix("")) for f in files]
-            if not files:
-                problems.append(f"{p}: no audio files in this folder")
-        elif p.exists():
-            found.append((p, Path(p.stem)))
-        else:
-            problems.append(f"{p}: no such file")
-    return found, problems

@@ -21,6 +21,7 @@ from asr.audio import SAMPLE_RATE, resample
 from asr.batching import SORT_SECONDS, chunk_result, decode_by_length, padded_frames, speech_windows, transcript_of
 from asr.confidence import Calibration
 from asr.errors import InputError
+from asr.inputs import to_mono
 from asr.outputs import Segment, Transcript
 from asr.runtime import bundle as fmt
 from asr.runtime.decoding import decoder_from_settings
@@ -49,7 +50,7 @@ class Transcriber:
     def transcribe(self, audio, sample_rate: int | None = None, batch_size: int = 8,
                    max_segment_seconds: float = 30.0, min_segment_seconds: float = 1.0,
                    split_pause_seconds: float | None = 0.5) -> Transcript:
-        """`audio`: a file path, or a mono numpy array (N,) with its `sample_rate`. As
+        """`audio`: a file path, or a numpy array (N,), (N, C) or (C, N) with its `sample_rate`. As
         `asr.transcribe.Transcriber.transcribe`: read in blocks, cut at pauses, batched by length; a file
         damaged part-way gives the transcript before the damage, with the reason in `Transcript.error`."""
         from asr.segment import segments
@@ -64,6 +65,24 @@ class Transcriber:
             decoded += self._decode_by_length(window, batch_size)
             duration = end
         return transcript_of(decoded, duration, damage, self.calibration)
+
+    # One utterance at a time, as `asr.streaming.Stream` runs it (the PyTorch Transcriber has the same calls).
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of audio per output frame."""
+        return self.bundle.features.frame_seconds * self.bundle.subsampling
+
+    def log_probs(self, audio: np.ndarray) -> np.ndarray:
+        """(N,) mono samples at SAMPLE_RATE, taken as one utterance -> (T', V) float32 log-probs (padded as
+        batches are: the PyTorch Transcriber's `log_probs` says why)."""
+        log_probs, out_lengths = self.encoder(*pad_batch([self.features(audio)]))
+        return log_probs[0, : int(out_lengths[0])]
+
+    def decode_log_probs(self, log_probs: np.ndarray):
+        """(T', V) log-probs of one utterance -> the decoder's `asr.alignment.Hypothesis`."""
+        lp = np.ascontiguousarray(log_probs, dtype=np.float32)[None]
+        return self.decode(lp, np.array([lp.shape[1]], dtype=np.int64), self.tokenizer, self.frame_seconds)[0]
 
     def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list, str]]:
         return decode_by_length(chunks, batch_size, self._decode_chunks)
@@ -93,9 +112,7 @@ class Transcriber:
             return
         if sample_rate is None:
             raise ValueError("an array needs its sample_rate")
-        wave = np.asarray(audio, dtype=np.float32)
-        if wave.ndim != 1 or wave.size == 0:
-            raise InputError(f"audio array of shape {wave.shape}: the runtime takes mono samples (N,)")
+        wave = to_mono(audio)
         if sample_rate != SAMPLE_RATE:
             wave = resample(wave, sample_rate, SAMPLE_RATE)
         block = 10 * SAMPLE_RATE

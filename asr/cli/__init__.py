@@ -1,4 +1,4 @@
-"""The `asr` command: prepare, train, evaluate, transcribe. argparse only; heavy imports happen per command.
+"""The `asr` command: prepare, train, evaluate, transcribe, serve. argparse only; heavy imports happen per command.
 
 One module per command (or pair of related ones): each has `add_<command>(subparsers)`, which declares the
 options, and the function the parsed arguments are handed to.
@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from asr.cli import calibrate, evaluate, lm, models, prepare, train, transcribe
+from asr.cli import calibrate, evaluate, lm, models, prepare, serve, train, transcribe
 from asr.cli import export as export_command
 from asr.errors import InputError, InstallError
 
@@ -56,4 +56,5 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_calibrate(sub)
     models.add_models(sub)
     export_command.add_export(sub)
+    serve.add_serve(sub)
     return parser

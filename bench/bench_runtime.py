@@ -1,7 +1,7 @@
 """The torch-free runtime against the PyTorch path: start-up to first transcript, and whole-path speed.
 
     python bench/bench_runtime.py [--model an4] [--seconds 3] [--minutes 10] [--repeats 5] [--threads 2]
-        [--decoder greedy|beam] [--workdir DIR]
+        [--decoder greedy|beam] [--rss-minutes 60] [--workdir DIR]
 
 1. Process start to first transcript of a --seconds file: a fresh process per run, the time from starting
    it until its transcript line is on standard output. `asr transcribe --precision fp32` (PyTorch) against
@@ -10,6 +10,8 @@
 2. Whole-path real-time factor (seconds per audio second) on a --minutes file: `transcribe(file)` in this
    process after a warm-up, for the PyTorch fp32 path, the fp32 runtime and the int8 runtime, taking turns;
    median (min-max) of --long-repeats. Also the WER of each against the PyTorch transcript.
+3. Peak resident memory transcribing a --rss-minutes file: each path in a fresh process (the same commands
+   as in 1), its peak RSS as the kernel counts it (getrusage of the child).
 
 The model is exported (fp32 and --int8) into --workdir first. The audio is real AN4 speech: from
 ../shared/data/an4 where it is there, else the repository's examples/ repeated. Without --decoder, each path
@@ -61,6 +63,20 @@ def first_transcript(command: list[str]) -> float:
     return elapsed
 
 
+def peak_rss(command: list[str]) -> float:
+    """Run `command` to its end -> its peak resident set size in MB. Through a small Python parent: the child's
+    ru_maxrss counts what it shared with its parent between fork and exec, which from this process (torch
+    loaded) would be 800 MB whatever the command."""
+    wrapper = ("import resource, subprocess, sys; null = subprocess.DEVNULL; "
+               "code = subprocess.run(sys.argv[1:], stdout=null, stderr=null).returncode; "
+               "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-S", "-c", wrapper, *command], cwd=REPO, capture_output=True, text=True)
+    code, kilobytes = out.stdout.split()
+    if code != "0":
+        raise SystemExit(f"{' '.join(command)} failed ({code})")
+    return int(kilobytes) / 1024  # Linux: kB
+
+
 def spread(values: list[float], fmt: str) -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
@@ -74,6 +90,7 @@ def main() -> None:
     p.add_argument("--long-repeats", type=int, default=3, help="rounds on the long file (default 3)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--decoder", choices=["greedy", "beam"], help="default: the model's stored decoder")
+    p.add_argument("--rss-minutes", type=float, default=0.0, help="also peak memory on a file this long (0: not)")
     p.add_argument("--workdir", help="where the exports and audio go (default: a temporary folder)")
     args = p.parse_args()
 
@@ -110,6 +127,14 @@ def main() -> None:
         for name, times in startup.items():
             print(f"| {name} | {spread(times, '.2f')} | {statistics.median(times) / torch_median:.2f}x |")
         whole_path(long, checkpoint, exports, args)
+        if args.rss_minutes:
+            hour = work / "rss.wav"
+            make_audio(args.rss_minutes * 60, hour)
+            print(f"\nPeak resident memory transcribing {args.rss_minutes:g} min, {args.threads} threads, one "
+                  "process each\n\n| path | peak RSS |\n|---|---|")
+            for name, command in commands.items():
+                print(f"| {name} | {peak_rss([str(hour) if c == str(short) else c for c in command]):.0f} MB |",
+                      flush=True)
         sizes = {name: (folder / "encoder.onnx").stat().st_size / 1e6 for name, folder in exports.items()}
         print(f"\nencoder.onnx: fp32 {sizes['fp32']:.1f} MB, int8 {sizes['int8']:.1f} MB; "
               f"checkpoint {checkpoint.stat().st_size / 1e6:.1f} MB")

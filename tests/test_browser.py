@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -44,25 +43,15 @@ def transcriber():
 @pytest.fixture(scope="module")
 def server_url(transcriber):
     """The real app, page included, under uvicorn on a free port of 127.0.0.1, in a background thread."""
-    from asr.server.app import create_app, listen, server
+    from asr.server.app import create_app, running
     from asr.server.page import add_page
     from asr.server.settings import ServerSettings
 
     app = create_app(transcriber, ServerSettings())
     if not any(getattr(route, "path", None) == "/" for route in app.routes):
         add_page(app)
-    sock = listen("127.0.0.1", 0)
-    uvicorn_server = server(app)
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uvicorn_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with running(app) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")

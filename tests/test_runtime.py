@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from torchless import without_torch
 
 from asr.audio import load_audio
 from asr.runtime import bundle, load
@@ -156,27 +157,7 @@ def test_int8_export_gives_the_same_transcripts(tmp_path, an4_export):
         assert int8.transcribe(path).text == fp32.transcribe(path).text
 
 
-# The runtime in a process where torch and torchaudio cannot be imported: every attempt is recorded and fails.
-_WITHOUT_TORCH = """
-import importlib.abc, sys
-attempts = []
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in ("torch", "torchaudio"):
-            attempts.append(name)
-            raise ImportError(name + " is blocked")
-sys.meta_path.insert(0, NoTorch())
-try:
-    import torch
-    sys.exit("the blocker does not block")
-except ImportError:
-    attempts.clear()
-from asr.runtime.cli import main
-code = main(sys.argv[1:])
-loaded = sorted(m for m in sys.modules if m.partition(".")[0] in ("torch", "torchaudio"))
-print("torch imports tried:", attempts, "loaded:", loaded, file=sys.stderr)
-sys.exit(code)
-"""
+_WITHOUT_TORCH = without_torch("asr.runtime.cli")  # the runtime where torch and torchaudio cannot be imported
 
 
 @pytest.mark.parametrize("decoder", [["--decoder", "greedy"], []], ids=["greedy", "stored-beam-lm"])

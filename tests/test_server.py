@@ -29,12 +29,13 @@ import soundfile
 openai = pytest.importorskip("openai")
 websockets_client = pytest.importorskip("websockets.sync.client")
 
+from torchless import without_torch  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 from asr import outputs  # noqa: E402
 from asr.catalog import models_dir  # noqa: E402
 from asr.outputs import Transcript  # noqa: E402
-from asr.server.app import create_app, listen, server  # noqa: E402
+from asr.server.app import create_app, running  # noqa: E402
 from asr.server.settings import ServerSettings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,25 +48,6 @@ pytestmark = pytest.mark.skipif(not (models_dir() / "an4" / "model.pt").is_file(
 
 
 # --- servers ------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def running(app):
-    """`app` served by uvicorn (as `asr serve` serves it) on a free port of 127.0.0.1 -> its port."""
-    sock = listen("127.0.0.1", 0)
-    uv = server(app)
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 class EchoStream:
@@ -529,21 +511,7 @@ def test_real_speech_streams_to_the_offline_transcript(an4, offline):
 
 # --- the command --------------------------------------------------------------------------------------------
 
-# `asr serve` in a process where torch cannot be imported: every attempt is recorded and fails.
-_WITHOUT_TORCH = """
-import importlib.abc, sys
-attempts = []
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in ("torch", "torchaudio"):
-            attempts.append(name)
-            raise ImportError(name + " is blocked")
-sys.meta_path.insert(0, NoTorch())
-from asr.cli import main
-code = main(sys.argv[1:])
-print("torch imports tried:", attempts, file=sys.stderr)
-sys.exit(code)
-"""
+_WITHOUT_TORCH = without_torch("asr.cli")  # `asr serve` where torch and torchaudio cannot be imported
 
 
 def test_asr_serve_serves_an_exported_model_without_torch(an4_export, offline):
@@ -566,7 +534,7 @@ def test_asr_serve_serves_an_exported_model_without_torch(an4_export, offline):
     finally:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
-    assert "torch imports tried: []" in stderr, stderr[-2000:]
+    assert "torch imports tried: [] loaded: []" in stderr, stderr[-2000:]
 
 
 @pytest.mark.parametrize("args, message", [

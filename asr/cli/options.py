@@ -54,6 +54,22 @@ def _hotword(spec: str) -> tuple[str, float]:
     return word.strip(), value
 
 
+def add_model(p) -> None:
+    """--model and --engine of a command that runs a model on files or streams (`asr.catalog.engine_for`)."""
+    p.add_argument("--model", help="bundled model name (asr models lists them: english, an4), checkpoint, folder "
+                   "with model.pt, or folder from asr export (default: english)")
+    p.add_argument("--engine", choices=["auto", "pytorch", "onnx"], default="auto",
+                   help="what runs the model: pytorch (a checkpoint), or onnx (an exported folder, or a bundled "
+                        "model's export, through the torch-free runtime; docs/runtime.md). auto (default): the "
+                        "checkpoint where there is one and torch is installed, else the export")
+
+
+def segment_options(args) -> dict:
+    """The `transcribe()` keyword arguments of the "long recordings" flags (--max-segment-seconds, ...)."""
+    return dict(batch_size=args.batch_size, max_segment_seconds=args.max_segment_seconds,
+                min_segment_seconds=args.min_segment_seconds, split_pause_seconds=args.split_pause or None)
+
+
 def add_precision(group) -> None:
     group.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                        help="arithmetic of the model: auto (bf16 on a CPU with native bfloat16, else fp32), fp32, "

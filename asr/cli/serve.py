@@ -19,12 +19,7 @@ def add_serve(sub) -> None:
                                    "(its clients work unmodified), WebSocket /v1/stream transcribes live audio, GET "
                                    "/ is a browser page. Listens on 127.0.0.1 unless told otherwise. Needs the "
                                    "serve extra: pip install -e '.[serve]'. See docs/serving.md.")
-    p.add_argument("--model", help="bundled model name (asr models lists them: english, an4), checkpoint, folder "
-                   "with model.pt, or a folder from asr export (served without PyTorch) (default: english)")
-    p.add_argument("--engine", choices=["auto", "pytorch", "onnx"], default="auto",
-                   help="what runs the model, as in asr transcribe: pytorch (a checkpoint), or onnx (an exported "
-                        "folder, or a bundled model's export, through the torch-free runtime). auto (default): the "
-                        "checkpoint where there is one and torch is installed, else the export")
+    options.add_model(p)
     options.add_decoder_options(p)
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1",

@@ -21,12 +21,7 @@ def add_transcribe(sub) -> None:
                                    "damaged part-way is transcribed up to the damage and listed too. The exit code "
                                    "is 1 if any failed.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders, glob patterns, or - for stdin")
-    p.add_argument("--model", help="bundled model name (asr models lists them: english, an4), checkpoint, "
-                   "folder with model.pt, or folder from asr export (default: english)")
-    p.add_argument("--engine", choices=["auto", "pytorch", "onnx"], default="auto",
-                   help="what runs the model: pytorch (a checkpoint), or onnx (an exported folder, or a bundled "
-                        "model's export, through the torch-free runtime; docs/runtime.md). auto (default): the "
-                        "checkpoint where there is one and torch is installed, else the export")
+    options.add_model(p)
     options.add_decoder_options(p, nbest=True)
     out = p.add_argument_group("output")
     out.add_argument("--format", default="txt",
@@ -180,10 +175,7 @@ def _run(files: list, args, out_dir: Path | None, formats: list[str], subtitle, 
     audio_seconds, start = 0.0, time.perf_counter()
     for path, stem in files:
         try:
-            result = transcriber.transcribe(path, batch_size=args.batch_size,
-                                            max_segment_seconds=args.max_segment_seconds,
-                                            min_segment_seconds=args.min_segment_seconds,
-                                            split_pause_seconds=args.split_pause or None)
+            result = transcriber.transcribe(path, **options.segment_options(args))
         except InputError as e:
             failures.append(str(e))
             bar.update()

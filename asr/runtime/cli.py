@@ -88,10 +88,7 @@ def _transcribe(args) -> int:
                     existing = [str(p) for p in output_paths(out_dir / stem, formats) if p.exists()]
                     if existing:
                         raise InputError(f"{name}: would overwrite {', '.join(existing)}; --overwrite replaces them")
-                result = transcriber.transcribe(path, batch_size=args.batch_size,
-                                                max_segment_seconds=args.max_segment_seconds,
-                                                min_segment_seconds=args.min_segment_seconds,
-                                                split_pause_seconds=args.split_pause or None)
+                result = transcriber.transcribe(path, **options.segment_options(args))
             except InputError as e:
                 failures.append(str(e))
                 continue

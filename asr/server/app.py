@@ -21,10 +21,12 @@ Nothing here imports torch: with an exported model (`asr.runtime`) the server ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -128,3 +130,25 @@ def server(app: FastAPI):
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS,
                             ws_max_size=streams.WS_MAX_MESSAGE_BYTES, lifespan="on")
     return uvicorn.Server(config)
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
+    """`app` served by uvicorn in a background thread of this process, as `asr serve` serves it -> the port
+    (0: a free one); stopped when the block ends. For tests, and for a program that embeds the server."""
+    sock = listen(host, port)
+    uv = server(app)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uv.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

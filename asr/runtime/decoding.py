@@ -101,7 +101,7 @@ def align(log_probs: np.ndarray, tokens: list[int]) -> np.ndarray:
     path = np.empty(num_frames, dtype=np.int64)
     for t in range(num_frames - 1, -1, -1):
         path[t] = labels[state]
-        state -= moves[t, state]
+        state -= int(moves[t, state])  # an int: int8 arithmetic (NumPy 2) overflows past 127 states
     return path
 
 

@@ -278,7 +278,7 @@ def _beam_decoder(tokenizer, options: BeamOptions):
             raise InputError("--hotword boosts words of a lexicon: give --lm (a word LM) or --lexicon too")
         if options.uses_lexicon:
             extra = tuple(sorted({w for w, _ in options.hotwords}))
-            lexicon, lm, word_dict = _lexicon_resources(tokenizer, options.lm, options.lexicon, extra)
+            lexicon, lm, word_dict, _ = _lexicon_resources(tokenizer, options.lm, options.lexicon, extra)
             if options.hotwords:
                 lm, lm_weight = _boosted_lm(lm, word_dict, options)
         else:
@@ -322,8 +322,10 @@ def _temporary_file(name: str, lines) -> str:
 
 @functools.lru_cache(maxsize=2)
 def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extra_words: tuple[str, ...] = ()):
-    """(lexicon file, loaded word KenLM or None, its word dictionary) shared by the decoders of every
-    weight setting, so tuning loads the LM once. `extra_words` (hotwords) join the lexicon."""
+    """(lexicon file, loaded word KenLM or None, its word dictionary, the lexicon as flashlight loaded it)
+    shared by the decoders of every weight setting, so tuning loads the LM once, and by the runtime's trie,
+    which read the file again before (0.2 s of the English model's start-up). `extra_words` (hotwords) join
+    the lexicon."""
     from flashlight.lib.text.decoder.kenlm import KenLM
     from flashlight.lib.text.dictionary import create_word_dict, load_words
 
@@ -350,10 +352,11 @@ def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extr
         raise ValueError(f"{lexicon or lm_path}: no word can be spelled with the model's tokens")
     path = _temporary_file("lexicon.txt", (f"{word}\t{' '.join(_with_separator(spelling, tokenizer))}\n"
                                            for word, spelling in entries))
-    word_dict = create_word_dict(load_words(path))
+    words = load_words(path)  # flashlight's loader adds what its word dictionary needs (<unk>)
+    word_dict = create_word_dict(words)
     with _quiet_stderr(), _kenlm_errors(lm_path):
         lm = KenLM(lm_path, word_dict) if lm_path else None
-    return path, lm, word_dict
+    return path, lm, word_dict, words
 
 
 def _boosted_lm(kenlm, word_dict, options: BeamOptions):

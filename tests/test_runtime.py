@@ -174,6 +174,20 @@ def test_the_runtime_never_imports_torch(an4_export, tmp_path, decoder):
     assert (out / (AN4_EXAMPLES[-1].stem + ".srt")).read_text().startswith("1\n00:00:")
 
 
+def test_the_bundled_english_export_transcribes_without_torch(tmp_path):
+    """The light install out of the box: no --model is the bundled English model's export (int8 encoder,
+    binary LM), which agrees with the PyTorch checkpoint on the example."""
+    from asr.metrics import score
+
+    example = REPO / "examples" / "english-dev-example.wav"
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, str(example), "--threads", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch imports tried: [] loaded: []" in proc.stderr
+    pytorch = TorchTranscriber.load("english").transcribe(example).text
+    assert score([pytorch], [proc.stdout.strip()]).wer <= 0.15, (pytorch, proc.stdout)
+
+
 def test_the_runtime_distribution_leaves_torch_out(tmp_path):
     """`pip install ./runtime` installs from this wheel: the asr package and asr-lite, and no torch among its
     requirements (nor librosa, which pulls in scipy and numba)."""
@@ -186,7 +200,7 @@ def test_the_runtime_distribution_leaves_torch_out(tmp_path):
     names = set(wheel.namelist())
     assert {"asr/runtime/transcribe.py", "asr/segment.py", "asr/outputs.py", "asr/cli/options.py"} <= names
     # the bundled English model's export, so that the light install transcribes out of the box; no checkpoint
-    assert {"asr/models/english/model.json", "asr/models/english/encoder.onnx", "asr/models/english/lm.arpa.gz",
+    assert {"asr/models/english/model.json", "asr/models/english/encoder.onnx", "asr/models/english/lm.bin",
             "asr/models/english/lexicon.txt", "asr/models/english/mel_filters.npy"} <= names
     assert not any(n.endswith(".pt") for n in names)
     assert "asr/server/page/index.html" in names

@@ -171,7 +171,7 @@ def _decoder(tokenizer, options: BeamOptions) -> _Search:
     if key in _SEARCHES:
         return _SEARCHES[key]
     from flashlight.lib.text import decoder as fl
-    from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
+    from flashlight.lib.text.dictionary import Dictionary
 
     if options.hotwords and not options.uses_lexicon:
         raise InputError("--hotword boosts words of a lexicon: give --lm (a word LM) or --lexicon too")
@@ -187,9 +187,7 @@ def _decoder(tokenizer, options: BeamOptions) -> _Search:
     with _quiet_stderr(), _kenlm_errors(options.lm):
         if options.uses_lexicon:
             extra = tuple(sorted({w for w, _ in options.hotwords}))
-            path, kenlm, _ = _lexicon_resources(tokenizer, options.lm, options.lexicon, extra)
-            lexicon = load_words(path)
-            word_dict = create_word_dict(lexicon)
+            _, kenlm, word_dict, lexicon = _lexicon_resources(tokenizer, options.lm, options.lexicon, extra)
             lm = kenlm if kenlm is not None else fl.ZeroLM()
             if options.hotwords:  # hotwords' boosts added to the LM's word scores, as on the PyTorch path
                 lm, common["lm_weight"] = _boosted_lm(kenlm, word_dict, options)

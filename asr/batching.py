@@ -22,7 +22,7 @@ SORT_SECONDS = 480.0
 def padded_frames(frames: int) -> int:
     """The frames a batch whose longest member has `frames` is padded to: a multiple of 0.25 s, so that
     batch tensors come in fewer sizes, which the heap reuses instead of fragmenting (see
-    `asr.transcribe._HeapTrimmer`). Whole seconds cost 9 % more time on a minute of speech for no gain in
+    `asr.memory.HeapTrimmer`). Whole seconds cost 9 % more time on a minute of speech for no gain in
     memory once segments were sorted by length (BENCHMARKS.md, "Batching")."""
     return -(-frames // PAD_FRAMES) * PAD_FRAMES
 

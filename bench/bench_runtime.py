@@ -7,8 +7,8 @@
    it until its transcript line is on standard output. `asr transcribe --precision fp32` (PyTorch) against
    `python -m asr.runtime` (the same as asr-lite) with the fp32 and the int8 export, the three taking turns
    in each of --repeats rounds; median (min-max).
-2. Whole-path real-time factor (seconds per audio second) on a --minutes file: `transcribe(file)` in this
-   process after a warm-up, for the PyTorch fp32 path, the fp32 runtime and the int8 runtime, taking turns;
+2. Whole-path real-time factor (seconds per audio second) on a --minutes file: `transcribe(file)` in a
+   process of its own after a warm-up, for the PyTorch fp32 path, the fp32 runtime and the int8 runtime, taking turns;
    median (min-max) of --long-repeats. Also the WER of each against the PyTorch transcript.
 3. Peak resident memory transcribing a --rss-minutes file: each path in a fresh process (the same commands
    as in 1), its peak RSS as the kernel counts it (getrusage of the child).
@@ -140,28 +140,50 @@ def main() -> None:
               f"checkpoint {checkpoint.stat().st_size / 1e6:.1f} MB")
 
 
-def whole_path(long: Path, checkpoint: Path, exports: dict, args) -> None:
+# One engine in a process of its own: `transcribe(file)` once to warm up, then timed. In one process the
+# engines took turns with each other's idle threads still spinning (torch's OpenMP ones and onnxruntime's),
+# which slowed whichever ran second by up to half.
+_TIMED = """
+import json, sys, time
+kind, path, threads, audio, decoder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+if kind == "pytorch":
     import torch
+    from asr.transcribe import Transcriber
+    torch.set_num_threads(threads)
+    engine = Transcriber.load(path, precision="fp32", decoder=decoder)
+else:
+    from asr.runtime import load
+    engine = load(path, threads=threads, **decoder)
+text = engine.transcribe(audio).text
+start = time.perf_counter()
+engine.transcribe(audio)
+print(json.dumps({"seconds": time.perf_counter() - start, "text": text}))
+"""
+
+
+def whole_path(long: Path, checkpoint: Path, exports: dict, args) -> None:
+    import json
 
     from asr.metrics import score
-    from asr.runtime import load
-    from asr.transcribe import Transcriber
 
-    torch.set_num_threads(args.threads)
-    decoder = {"decoder": args.decoder} if args.decoder else {}
-    engines = {"PyTorch fp32": Transcriber.load(checkpoint, precision="fp32", decoder=decoder),
-               "fp32 runtime": load(exports["fp32"], threads=args.threads, **decoder),
-               "int8 runtime": load(exports["int8"], threads=args.threads, **decoder)}
-    texts = {name: engine.transcribe(long).text for name, engine in engines.items()}  # warm-up, and the transcripts
+    decoder = json.dumps({"decoder": args.decoder} if args.decoder else {})
+    engines = {"PyTorch fp32": ("pytorch", checkpoint), "fp32 runtime": ("onnx", exports["fp32"]),
+               "int8 runtime": ("onnx", exports["int8"])}
     seconds: dict[str, list[float]] = {name: [] for name in engines}
-    for _ in range(args.long_repeats):
-        for name, engine in engines.items():
-            start = time.perf_counter()
-            engine.transcribe(long)
-            seconds[name].append(time.perf_counter() - start)
+    texts: dict[str, str] = {}
+    for _ in range(args.long_repeats):  # taking turns, a fresh process each
+        for name, (kind, path) in engines.items():
+            out = subprocess.run([sys.executable, "-c", _TIMED, kind, str(path), str(args.threads), str(long), decoder],
+                                 cwd=REPO, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"{name} failed: {out.stderr[-1000:]}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            seconds[name].append(result["seconds"])
+            texts[name] = result["text"]
     audio = soundfile.info(long).duration
     print(f"\nWhole path on {audio / 60:.1f} min of AN4 speech (read, segment, features, encoder, decoder, word "
-          f"times), {args.threads} threads, median (min-max) of {args.long_repeats}\n")
+          f"times), {args.threads} threads, each in its own process after a warm-up, median (min-max) of "
+          f"{args.long_repeats}\n")
     print("| path | RTF | speed-up over PyTorch | WER against the PyTorch transcript |\n|---|---|---|---|")
     reference = texts["PyTorch fp32"]
     for name, times in seconds.items():

@@ -36,9 +36,9 @@ class Encoder:
         options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: no warnings about unused initialisers on stderr
-        # Idle threads sleep rather than spin: spinning ones take cores from whatever else runs (on 2 busy cores,
-        # 30 s of speech took 0.17 s with spinning and 0.11 s without, 2 threads; see asr.model.set_threads).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Idle threads spin (onnxruntime's default), as torch's OpenMP threads do: on 2 idle cores the English
+        # encoder ran 30 s of speech in 44 ms spinning and 63 ms sleeping (PyTorch fp32: 47 ms). On cores busy
+        # with other work spinning costs instead (0.17 s against 0.11 s, 2 threads): give fewer --threads there.
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for a damaged or foreign file

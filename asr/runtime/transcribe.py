@@ -22,6 +22,7 @@ from asr.batching import SORT_SECONDS, chunk_result, decode_by_length, padded_fr
 from asr.confidence import Calibration
 from asr.errors import InputError
 from asr.inputs import to_mono
+from asr.memory import HeapTrimmer
 from asr.outputs import Segment, Transcript
 from asr.runtime import bundle as fmt
 from asr.runtime.decoding import decoder_from_settings
@@ -61,9 +62,11 @@ class Transcriber:
                           split_pause_seconds=split_pause_seconds)
         decoded: list[tuple[Segment, list, str]] = []
         duration = 0.0
+        heap = HeapTrimmer()
         for window, end in speech_windows(chunks, SORT_SECONDS):
             decoded += self._decode_by_length(window, batch_size)
             duration = end
+            heap.check()
         return transcript_of(decoded, duration, damage, self.calibration)
 
     # One utterance at a time, as `asr.streaming.Stream` runs it (the PyTorch Transcriber has the same calls).

@@ -19,6 +19,21 @@ PAD_FRAMES = 25  # feature frames (0.25 s) that a batch's padded length is a mul
 SORT_SECONDS = 480.0
 
 
+# A segment ends at the first pause this long (`asr.segment.segments`' split_pause_seconds), unless the model
+# says otherwise in its metadata (`transcribe.split_pause_seconds`, 0 for none): the AN4 model, trained on
+# short utterances, wants 0.5 s; the English model, trained on utterances up to 30 s, lost 1.2 points of
+# dev WER with it (LibriSpeech, beam + LM) and none with 1.0 (models/english/MODEL.md).
+SPLIT_PAUSE_SECONDS = 0.5
+
+
+def split_pause(metadata: dict, value="model") -> float | None:
+    """The split_pause_seconds a transcription uses: `value` as given (a number, or None for no split),
+    or for "model" the model's stored one, else SPLIT_PAUSE_SECONDS."""
+    if value != "model":
+        return value
+    return metadata.get("transcribe", {}).get("split_pause_seconds", SPLIT_PAUSE_SECONDS) or None
+
+
 def padded_frames(frames: int) -> int:
     """The frames a batch whose longest member has `frames` is padded to: a multiple of 0.25 s, so that
     batch tensors come in fewer sizes, which the heap reuses instead of fragmenting (see

@@ -12,7 +12,15 @@ import numpy as np
 import torch
 
 from asr.audio import SAMPLE_RATE, resample
-from asr.batching import SORT_SECONDS, chunk_result, decode_by_length, padded_frames, speech_windows, transcript_of
+from asr.batching import (
+    SORT_SECONDS,
+    chunk_result,
+    decode_by_length,
+    padded_frames,
+    speech_windows,
+    split_pause,
+    transcript_of,
+)
 from asr.confidence import Calibration
 from asr.decoding import decoder_from_settings, greedy_decode
 from asr.errors import InputError
@@ -57,7 +65,7 @@ class Transcriber:
     @torch.inference_mode()
     def transcribe(self, audio, sample_rate: int | None = None, batch_size: int = 8,
                    max_segment_seconds: float = 30.0, min_segment_seconds: float = 1.0,
-                   split_pause_seconds: float | None = 0.5) -> Transcript:
+                   split_pause_seconds: float | None | str = "model") -> Transcript:
         """`audio`: a file path, or a numpy array / tensor with its `sample_rate`: (N,), (N, C) as soundfile
         reads, or (C, N) as torchaudio does, told apart by size (`asr.inputs.to_mono`); channels are averaged.
 
@@ -68,6 +76,7 @@ class Transcriber:
         farther from an edge. Silent segments are skipped; the others go through the model
         `batch_size` at a time, batched by length among the next `SORT_SECONDS` of audio so
         that little of a batch is padding. Word times are seconds from the start of the audio.
+        `split_pause_seconds` "model" is the model's own (`asr.batching.split_pause`).
 
         A file that cannot be read at all raises `InputError`. One damaged part-way (a decoder that
         loses sync, NaN samples) gives the transcript of the audio before the damage, with the reason
@@ -78,7 +87,7 @@ class Transcriber:
         damage: list[str] = []
         chunks = segments(self._blocks(audio, sample_rate, damage), max_seconds=max_segment_seconds,
                           min_seconds=min_segment_seconds, overlap_seconds=min(2.0, min_segment_seconds / 2),
-                          split_pause_seconds=split_pause_seconds)
+                          split_pause_seconds=split_pause(self.metadata, split_pause_seconds))
         decoded: list[tuple[Segment, list, str]] = []
         duration = 0.0
         heap = HeapTrimmer()

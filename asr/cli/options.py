@@ -67,7 +67,8 @@ def add_model(p) -> None:
 def segment_options(args) -> dict:
     """The `transcribe()` keyword arguments of the "long recordings" flags (--max-segment-seconds, ...)."""
     return dict(batch_size=args.batch_size, max_segment_seconds=args.max_segment_seconds,
-                min_segment_seconds=args.min_segment_seconds, split_pause_seconds=args.split_pause or None)
+                min_segment_seconds=args.min_segment_seconds,
+                split_pause_seconds="model" if args.split_pause is None else args.split_pause or None)
 
 
 def add_precision(group) -> None:

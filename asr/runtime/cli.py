@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg = p.add_argument_group("long recordings")
     seg.add_argument("--max-segment-seconds", type=float, default=30.0, metavar="S", help="longest segment (30)")
     seg.add_argument("--min-segment-seconds", type=float, default=1.0, metavar="S", help="shortest segment (1)")
-    seg.add_argument("--split-pause", type=float, default=0.5, metavar="S",
-                     help="end a segment at the first pause this long (0.5); 0: cut only near the longest")
+    seg.add_argument("--split-pause", type=float, metavar="S",
+                     help="end a segment at the first pause this long (default: the model's, else 0.5); 0: cut "
+                          "only near the longest")
     return p
 
 

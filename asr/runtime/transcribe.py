@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from asr.audio import SAMPLE_RATE, resample
-from asr.batching import SORT_SECONDS, chunk_result, decode_by_length, padded_frames, speech_windows, transcript_of
+from asr.batching import (
+    SORT_SECONDS,
+    chunk_result,
+    decode_by_length,
+    padded_frames,
+    speech_windows,
+    split_pause,
+    transcript_of,
+)
 from asr.confidence import Calibration
 from asr.errors import InputError
 from asr.inputs import to_mono
@@ -50,7 +58,7 @@ class Transcriber:
 
     def transcribe(self, audio, sample_rate: int | None = None, batch_size: int = 8,
                    max_segment_seconds: float = 30.0, min_segment_seconds: float = 1.0,
-                   split_pause_seconds: float | None = 0.5) -> Transcript:
+                   split_pause_seconds: float | None | str = "model") -> Transcript:
         """`audio`: a file path, or a numpy array (N,), (N, C) or (C, N) with its `sample_rate`. As
         `asr.transcribe.Transcriber.transcribe`: read in blocks, cut at pauses, batched by length; a file
         damaged part-way gives the transcript before the damage, with the reason in `Transcript.error`."""
@@ -59,7 +67,7 @@ class Transcriber:
         damage: list[str] = []
         chunks = segments(self._blocks(audio, sample_rate, damage), max_seconds=max_segment_seconds,
                           min_seconds=min_segment_seconds, overlap_seconds=min(2.0, min_segment_seconds / 2),
-                          split_pause_seconds=split_pause_seconds)
+                          split_pause_seconds=split_pause(self.metadata, split_pause_seconds))
         decoded: list[tuple[Segment, list, str]] = []
         duration = 0.0
         heap = HeapTrimmer()

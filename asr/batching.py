@@ -20,9 +20,9 @@ SORT_SECONDS = 480.0
 
 
 # A segment ends at the first pause this long (`asr.segment.segments`' split_pause_seconds), unless the model
-# says otherwise in its metadata (`transcribe.split_pause_seconds`, 0 for none): the AN4 model, trained on
-# short utterances, wants 0.5 s; the English model, trained on utterances up to 30 s, lost 1.2 points of
-# dev WER with it (LibriSpeech, beam + LM) and none with 1.0 (models/english/MODEL.md).
+# says otherwise in its metadata (`transcribe.split_pause_seconds`, 0 for none): 0.5 s suits a model trained
+# on short utterances (AN4); the English model lost 1.2 points of dev WER with it and none with 1.0, but
+# longer segments cost memory (models/english/MODEL.md).
 SPLIT_PAUSE_SECONDS = 0.5
 
 

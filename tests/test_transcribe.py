@@ -150,3 +150,13 @@ def test_transcribe_refuses_empty_or_ambiguous_arrays(checkpoint, shape):
     with pytest.raises(InputError, match=r"audio array of shape \(") as e:
         t.transcribe(np.zeros(shape, dtype=np.float32), sample_rate=16000)
     assert "\n" not in str(e.value)
+
+
+def test_the_split_pause_is_the_models_unless_given():
+    from asr.batching import SPLIT_PAUSE_SECONDS, split_pause
+
+    assert split_pause({}) == SPLIT_PAUSE_SECONDS == 0.5
+    assert split_pause({"transcribe": {"split_pause_seconds": 1.0}}) == 1.0
+    assert split_pause({"transcribe": {"split_pause_seconds": 0}}) is None  # 0: cut only near the longest
+    assert split_pause({"transcribe": {"split_pause_seconds": 1.0}}, 0.7) == 0.7
+    assert split_pause({"transcribe": {"split_pause_seconds": 1.0}}, None) is None

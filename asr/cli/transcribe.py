@@ -56,9 +56,8 @@ def add_transcribe(sub) -> None:
     seg.add_argument("--min-segment-seconds", type=float, default=1.0, metavar="S",
                      help="no cut before a segment is this long (default 1)")
     seg.add_argument("--split-pause", type=float, metavar="S",
-                     help="end a segment at the first pause this long (default: the model's; 1.0 for english, "
-                          "0.5 for an4 and models that store none); 0: cut only near --max-segment-seconds, at "
-                          "the best pause")
+                     help="end a segment at the first pause this long (default: the model's if it stores one, "
+                          "else 0.5); 0: cut only near --max-segment-seconds, at the best pause")
     p.set_defaults(func=_transcribe)
 
 

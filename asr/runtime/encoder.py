@@ -39,6 +39,9 @@ class Encoder:
         # Idle threads spin (onnxruntime's default), as torch's OpenMP threads do: on 2 idle cores the English
         # encoder ran 30 s of speech in 44 ms spinning and 63 ms sleeping (PyTorch fp32: 47 ms). On cores busy
         # with other work spinning costs instead (0.17 s against 0.11 s, 2 threads): give fewer --threads there.
+        # No memory pattern: it plans buffers for each input shape it sees, and segments come in many (an
+        # hour's peak memory 338 -> 301 MB without it, at the same speed; BENCHMARKS.md, "Runtime").
+        options.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for a damaged or foreign file

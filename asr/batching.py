@@ -1,5 +1,5 @@
-"""How segments of a recording are grouped into model batches (by length, within windows of speech), and how
-their decoded words become one transcript.
+"""How a recording becomes a transcript: its blocks (`audio_blocks`), segments grouped into model batches (by
+length, within windows of speech), and their decoded words assembled (`transcribe_blocks`).
 
 Shared by the PyTorch `asr.transcribe.Transcriber` and the torch-free runtime (`asr.runtime`), so that both
 batch, and so pad, alike; nothing here imports torch.
@@ -7,10 +7,13 @@ batch, and so pad, alike; nothing here imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 from asr.audio import SAMPLE_RATE
+from asr.errors import InputError
+from asr.memory import HeapTrimmer
 
 PAD_FRAMES = 25  # feature frames (0.25 s) that a batch's padded length is a multiple of
 # Segments are sorted by length in windows of this much audio (held in memory: 30 MB at 16 kHz) before
@@ -62,6 +65,52 @@ def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices of `lengths` sorted by length, in batches of `batch_size`: the batching of a window of segments."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[start: start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+# The pipeline of both Transcribers' `transcribe`: blocks -> segments -> batches -> transcript --------------
+
+
+def audio_blocks(audio, damage: list[str], waveform: Callable, block_seconds: float = 10.0) -> Iterator:
+    """Mono blocks of `audio`: a file path read in blocks (`asr.segment.read_blocks`), or else the array that
+    `waveform()` makes of it, cut into blocks. Where a file turns out damaged after some of it was read, the
+    error goes into `damage` and the blocks end there, so the audio before it is still transcribed."""
+    from asr.segment import read_blocks
+
+    if isinstance(audio, (str, Path)):
+        started = False
+        try:
+            for block in read_blocks(audio, block_seconds=block_seconds):
+                started = True
+                yield block
+        except InputError as e:
+            if not started:
+                raise
+            damage.append(str(e))
+        return
+    wave = waveform()
+    block = round(block_seconds * SAMPLE_RATE)
+    for start in range(0, len(wave), block):
+        yield wave[start: start + block]
+
+
+def transcribe_blocks(blocks: Iterable, damage: list[str], decode_chunks, calibration, batch_size: int,
+                      max_segment_seconds: float, min_segment_seconds: float, split_pause_seconds: float | None,
+                      sort_seconds: float = SORT_SECONDS):
+    """A recording's blocks -> its Transcript: cut into segments at pauses (`asr.segment.segments`), silent
+    ones skipped, the others through `decode_chunks` `batch_size` at a time, batched by length within windows
+    of `sort_seconds` of speech, the heap trimmed between windows (`asr.memory`), the words assembled."""
+    from asr.segment import segments
+
+    chunks = segments(blocks, max_seconds=max_segment_seconds, min_seconds=min_segment_seconds,
+                      overlap_seconds=min(2.0, min_segment_seconds / 2), split_pause_seconds=split_pause_seconds)
+    decoded: list[tuple] = []
+    duration = 0.0
+    heap = HeapTrimmer()
+    for window, end in speech_windows(chunks, sort_seconds):
+        decoded += decode_by_length(window, batch_size, decode_chunks)
+        duration = end
+        heap.check()
+    return transcript_of(decoded, duration, damage, calibration)
 
 
 # From decoded segments to a transcript: the same for the PyTorch Transcriber and the runtime ------------

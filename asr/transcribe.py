@@ -12,26 +12,18 @@ import numpy as np
 import torch
 
 from asr.audio import SAMPLE_RATE, resample
-from asr.batching import (
-    SORT_SECONDS,
-    chunk_result,
-    decode_by_length,
-    padded_frames,
-    speech_windows,
-    split_pause,
-    transcript_of,
-)
+from asr.batching import SORT_SECONDS, audio_blocks, chunk_result, padded_frames, split_pause, transcribe_blocks
 from asr.confidence import Calibration
 from asr.decoding import decoder_from_settings, greedy_decode
-from asr.errors import InputError
 from asr.inputs import to_mono
-from asr.memory import HeapTrimmer
 from asr.model import SUBSAMPLING, for_inference, load_checkpoint
 from asr.outputs import Segment, Transcript
 
 
 class Transcriber:
     """A loaded model that turns audio into a Transcript. `asr.load_model()` returns one."""
+
+    sort_seconds = SORT_SECONDS  # segments are batched by length within windows of this much speech
 
     def __init__(self, model, tokenizer, features, metadata: dict | None = None, device="cpu",
                  decode=greedy_decode):
@@ -82,20 +74,10 @@ class Transcriber:
         loses sync, NaN samples) gives the transcript of the audio before the damage, with the reason
         in `Transcript.error`: an hour-long recording is not lost to one bad stretch near its end.
         """
-        from asr.segment import segments
-
         damage: list[str] = []
-        chunks = segments(self._blocks(audio, sample_rate, damage), max_seconds=max_segment_seconds,
-                          min_seconds=min_segment_seconds, overlap_seconds=min(2.0, min_segment_seconds / 2),
-                          split_pause_seconds=split_pause(self.metadata, split_pause_seconds))
-        decoded: list[tuple[Segment, list, str]] = []
-        duration = 0.0
-        heap = HeapTrimmer()
-        for window, end in speech_windows(chunks, SORT_SECONDS):
-            decoded += self._decode_by_length(window, batch_size)
-            duration = end
-            heap.check()
-        return transcript_of(decoded, duration, damage, self.calibration)
+        return transcribe_blocks(self._blocks(audio, sample_rate, damage), damage, self._decode_chunks,
+                                 self.calibration, batch_size, max_segment_seconds, min_segment_seconds,
+                                 split_pause(self.metadata, split_pause_seconds), self.sort_seconds)
 
     # One utterance at a time, as `asr.streaming.Stream` runs it: the same calls for the runtime's Transcriber.
 
@@ -118,41 +100,20 @@ class Transcriber:
         lp = torch.from_numpy(np.ascontiguousarray(log_probs, dtype=np.float32))[None]
         return self.decode(lp, torch.tensor([lp.shape[1]]), self.tokenizer, self.frame_seconds)[0]
 
-    def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list, str]]:
-        """(Segment, n-best, verdict) of each chunk that kept a word, in time order (`asr.batching`)."""
-        return decode_by_length(chunks, batch_size, self._decode_chunks)
-
     def _decode_chunks(self, chunks: list) -> list[tuple[Segment, list, str] | None]:
         """Model and decoder over a batch of chunks -> for each chunk, (Segment, n-best, verdict) or None if
         it kept no word. With a calibrated model, word confidences are calibrated and the verdict is
         `asr.confidence.judge`'s; without, every verdict is "ok"."""
         padded, lengths = pad_batch([self.features(c.audio) for c in chunks])
         log_probs, out_lengths = self.model(padded.to(self.device), lengths.to(self.device))  # (B, T', V)
-        frame_seconds = self.features.config.frame_seconds * SUBSAMPLING
-        hyps = self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds)
-        return [chunk_result(chunk, hyp, frame_seconds, self.calibration)
+        hyps = self.decode(log_probs, out_lengths, self.tokenizer, self.frame_seconds)
+        return [chunk_result(chunk, hyp, self.frame_seconds, self.calibration)
                 for chunk, hyp in zip(chunks, hyps, strict=True)]
 
     def _blocks(self, audio, sample_rate: int | None, damage: list[str]):
         """Mono blocks of `audio`. Where a file turns out damaged after some of it was read, the error
         goes into `damage` and the blocks end there, so the audio before it is still transcribed."""
-        from asr.segment import read_blocks
-
-        if isinstance(audio, (str, Path)):
-            started = False
-            try:
-                for block in read_blocks(audio, block_seconds=10.0):
-                    started = True
-                    yield block
-            except InputError as e:
-                if not started:
-                    raise
-                damage.append(str(e))
-            return
-        wave = self._waveform(audio, sample_rate)
-        block = 10 * SAMPLE_RATE
-        for start in range(0, len(wave), block):
-            yield wave[start: start + block]
+        return audio_blocks(audio, damage, lambda: self._waveform(audio, sample_rate))
 
     @staticmethod
     def _waveform(audio, sample_rate: int | None) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 from bench_breakdown import SEGMENTING  # bench/ is on the path when a script there runs
 from bench_inference import make_audio, spread, timed
 
-from asr import batching, transcribe
+from asr import batching
 from asr.audio import FeatureConfig
 from asr.batching import batches_by_length, padded_frames, speech_windows
 from asr.decoding import greedy_decode
@@ -41,7 +41,7 @@ def padding_share(chunks: list, batch_size: int, window: float | None) -> float:
     """Share of the padded batches' frames that are padding, batching as Transcriber.transcribe does
     (window None: in time order)."""
     real = padded = 0
-    for part, _ in speech_windows(chunks, window or transcribe.SORT_SECONDS):
+    for part, _ in speech_windows(chunks, window or batching.SORT_SECONDS):
         frames = [1 + len(c.audio) // FeatureConfig().hop_length for c in part]  # as FeatureExtractor.log_mel
         for batch in (in_time_order if window is None else batches_by_length)(frames, batch_size):
             real += sum(frames[i] for i in batch)
@@ -56,13 +56,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16])
-    p.add_argument("--windows", type=float, nargs="+", default=[120.0, transcribe.SORT_SECONDS],
+    p.add_argument("--windows", type=float, nargs="+", default=[120.0, batching.SORT_SECONDS],
                    help="seconds of speech sorted together")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--floor-rtf", type=float, help="fp32 encoder floor RTF (bench_floor.py)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    sort, default_window = batching.batches_by_length, transcribe.SORT_SECONDS
+    sort, default_window = batching.batches_by_length, batching.SORT_SECONDS
     windows = [None, *args.windows]  # None: time order
     models = {name: Transcriber.load(args.model, decode=greedy_decode, precision=name) for name in args.precisions}
     settings = [(name, size, window) for name in args.precisions for size in args.batch_sizes for window in windows]
@@ -78,13 +78,13 @@ def main() -> None:
             for _ in range(args.repeats):
                 for name, size, window in settings:
                     batching.batches_by_length = in_time_order if window is None else sort
-                    transcribe.SORT_SECONDS = window or default_window
+                    models[name].sort_seconds = window or default_window
                     run = lambda t=models[name], size=size: t.transcribe(path, batch_size=size)  # noqa: E731
                     seconds, result = timed(run, 1)
                     times[name, size, window].append(seconds)
                     texts[name, size, window] = result.text
         finally:
-            batching.batches_by_length, transcribe.SORT_SECONDS = sort, default_window
+            batching.batches_by_length = sort
     n = args.seconds
     speech = sum(1 for c in chunks if not c.silent)
     print(f"{n:.0f} s of AN4 speech in {speech} segments, greedy, {args.threads} threads, "

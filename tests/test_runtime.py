@@ -281,7 +281,7 @@ def test_batching_is_the_pytorch_paths():
     import asr.runtime.transcribe as ours
     import asr.transcribe as theirs
 
-    for name in ("decode_by_length", "chunk_result", "transcript_of", "padded_frames", "speech_windows"):
+    for name in ("transcribe_blocks", "audio_blocks", "chunk_result", "padded_frames", "split_pause"):
         assert getattr(ours, name) is getattr(asr.batching, name) is getattr(theirs, name)
     assert ours.RUNTIME_SORT_SECONDS <= asr.batching.SORT_SECONDS  # the runtime holds less audio at once
 

@@ -112,7 +112,7 @@ def test_precision_choices_and_errors(checkpoint):
 
 
 def test_segments_batched_by_length_come_back_in_time_order(shared_data):
-    """Segments go through the model sorted by length (Transcriber._decode_by_length); the transcript
+    """Segments go through the model sorted by length (asr.batching.decode_by_length); the transcript
     must still follow the audio, and equal decoding each segment alone."""
     from asr.audio import load_audio
 

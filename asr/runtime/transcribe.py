@@ -18,18 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from asr.audio import SAMPLE_RATE, resample
-from asr.batching import (
-    chunk_result,
-    decode_by_length,
-    padded_frames,
-    speech_windows,
-    split_pause,
-    transcript_of,
-)
+from asr.batching import audio_blocks, chunk_result, padded_frames, split_pause, transcribe_blocks
 from asr.confidence import Calibration
-from asr.errors import InputError
 from asr.inputs import to_mono
-from asr.memory import HeapTrimmer
 from asr.outputs import Segment, Transcript
 from asr.runtime import bundle as fmt
 from asr.runtime.decoding import decoder_from_settings
@@ -43,6 +34,8 @@ RUNTIME_SORT_SECONDS = 240.0
 
 class Transcriber:
     """An exported model that turns audio into a Transcript; `asr.runtime.load` returns one."""
+
+    sort_seconds = RUNTIME_SORT_SECONDS  # segments are batched by length within windows of this much speech
 
     def __init__(self, bundle: fmt.Bundle, encoder: Encoder, decode, decoder_settings: dict):
         self.bundle, self.encoder, self.decode = bundle, encoder, decode
@@ -65,20 +58,10 @@ class Transcriber:
         """`audio`: a file path, or a numpy array (N,), (N, C) or (C, N) with its `sample_rate`. As
         `asr.transcribe.Transcriber.transcribe`: read in blocks, cut at pauses, batched by length; a file
         damaged part-way gives the transcript before the damage, with the reason in `Transcript.error`."""
-        from asr.segment import segments
-
         damage: list[str] = []
-        chunks = segments(self._blocks(audio, sample_rate, damage), max_seconds=max_segment_seconds,
-                          min_seconds=min_segment_seconds, overlap_seconds=min(2.0, min_segment_seconds / 2),
-                          split_pause_seconds=split_pause(self.metadata, split_pause_seconds))
-        decoded: list[tuple[Segment, list, str]] = []
-        duration = 0.0
-        heap = HeapTrimmer()
-        for window, end in speech_windows(chunks, RUNTIME_SORT_SECONDS):
-            decoded += self._decode_by_length(window, batch_size)
-            duration = end
-            heap.check()
-        return transcript_of(decoded, duration, damage, self.calibration)
+        return transcribe_blocks(self._blocks(audio, sample_rate, damage), damage, self._decode_chunks,
+                                 self.calibration, batch_size, max_segment_seconds, min_segment_seconds,
+                                 split_pause(self.metadata, split_pause_seconds), self.sort_seconds)
 
     # One utterance at a time, as `asr.streaming.Stream` runs it (the PyTorch Transcriber has the same calls).
 
@@ -98,40 +81,24 @@ class Transcriber:
         lp = np.ascontiguousarray(log_probs, dtype=np.float32)[None]
         return self.decode(lp, np.array([lp.shape[1]], dtype=np.int64), self.tokenizer, self.frame_seconds)[0]
 
-    def _decode_by_length(self, chunks: list, batch_size: int) -> list[tuple[Segment, list, str]]:
-        return decode_by_length(chunks, batch_size, self._decode_chunks)
-
     def _decode_chunks(self, chunks: list) -> list[tuple[Segment, list, str] | None]:
         """Encoder and decoder over a batch of chunks -> for each, (Segment, n-best, verdict) or None without words."""
         padded, lengths = pad_batch([self.features(c.audio) for c in chunks])
         log_probs, out_lengths = self.encoder(padded, lengths)  # (B, T', V)
-        frame_seconds = self.bundle.features.frame_seconds * self.bundle.subsampling
-        hyps = self.decode(log_probs, out_lengths, self.tokenizer, frame_seconds)
-        return [chunk_result(chunk, hyp, frame_seconds, self.calibration)
+        hyps = self.decode(log_probs, out_lengths, self.tokenizer, self.frame_seconds)
+        return [chunk_result(chunk, hyp, self.frame_seconds, self.calibration)
                 for chunk, hyp in zip(chunks, hyps, strict=True)]
 
     def _blocks(self, audio, sample_rate: int | None, damage: list[str]) -> Iterator[np.ndarray]:
-        from asr.segment import read_blocks
+        return audio_blocks(audio, damage, lambda: self._waveform(audio, sample_rate))
 
-        if isinstance(audio, (str, Path)):
-            started = False
-            try:
-                for block in read_blocks(audio, block_seconds=10.0):
-                    started = True
-                    yield block
-            except InputError as e:
-                if not started:
-                    raise
-                damage.append(str(e))
-            return
+    @staticmethod
+    def _waveform(audio, sample_rate: int | None) -> np.ndarray:
+        """A numpy array, (N,), (N, C) or (C, N), at `sample_rate` -> mono float32 at SAMPLE_RATE."""
         if sample_rate is None:
             raise ValueError("an array needs its sample_rate")
         wave = to_mono(audio)
-        if sample_rate != SAMPLE_RATE:
-            wave = resample(wave, sample_rate, SAMPLE_RATE)
-        block = 10 * SAMPLE_RATE
-        for start in range(0, len(wave), block):
-            yield wave[start: start + block]
+        return resample(wave, sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else wave
 
 
 def pad_batch(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -82,13 +82,22 @@ def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, frame
     """
     options = options or BeamOptions(beam_size=beam_size, beam_threshold=beam_threshold)
     emissions = log_probs.detach().float().cpu().contiguous()
+    found = beam_search(emissions, lengths, tokenizer, options)
+    return best_hypotheses(found, emissions, lengths, tokenizer, frame_seconds, align, from_path)
+
+
+def best_hypotheses(found: list, emissions, lengths, tokenizer, frame_seconds: float, align_tokens,
+                    path_hypothesis) -> list[Hypothesis]:
+    """Each utterance's best candidate of the search (`beam_search`'s) as a Hypothesis, its words' times and
+    confidences from the CTC path that `align_tokens` finds for its tokens, the rest of its candidates the
+    n-best. Shared with the torch-free runtime, which passes its numpy `align` and `from_path`."""
     hyps = []
-    for i, candidates in enumerate(beam_search(emissions, lengths, tokenizer, options)):
+    for i, candidates in enumerate(found):
         lp = emissions[i, : int(lengths[i])]
         tokens, score = candidates[0] if candidates else ([], None)
         if not fits(tokens, lp.shape[0]):  # words the search put side by side, in frames too few for a separator
             tokens = [t for t in tokens if tokenizer.tokens[t] != " "]
-        hyp = from_path(align(lp, tokens), lp, tokenizer, frame_seconds)
+        hyp = path_hypothesis(align_tokens(lp, tokens), lp, tokenizer, frame_seconds)
         hyp.text, hyp.score = tokenizer.decode(candidates[0][0]) if candidates else "", score
         hyp.alternatives = [(tokenizer.decode(t), s) for t, s in candidates[1:]]
         hyps.append(hyp)

@@ -31,6 +31,7 @@ from asr.decoding import (
     _spell,
     _token_lm_dict,
     beam_options,
+    best_hypotheses,
     token_name,
 )
 from asr.decoding import _clean as clean_tokens
@@ -111,17 +112,8 @@ def beam_decode(log_probs: np.ndarray, lengths: np.ndarray, tokenizer, frame_sec
     times and confidences: `asr.decoding.beam_decode` step for step."""
     options = options or BeamOptions()
     emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
-    hyps = []
-    for i, candidates in enumerate(beam_search(emissions, lengths, tokenizer, options)):
-        lp = emissions[i, : int(lengths[i])]
-        tokens, score = candidates[0] if candidates else ([], None)
-        if not fits(tokens, lp.shape[0]):  # words the search put side by side, in frames too few for a separator
-            tokens = [t for t in tokens if tokenizer.tokens[t] != " "]
-        hyp = from_path(align(lp, tokens), lp, tokenizer, frame_seconds)
-        hyp.text, hyp.score = tokenizer.decode(candidates[0][0]) if candidates else "", score
-        hyp.alternatives = [(tokenizer.decode(t), s) for t, s in candidates[1:]]
-        hyps.append(hyp)
-    return hyps
+    found = beam_search(emissions, lengths, tokenizer, options)
+    return best_hypotheses(found, emissions, lengths, tokenizer, frame_seconds, align, from_path)
 
 
 def beam_search(log_probs: np.ndarray, lengths: np.ndarray, tokenizer,

@@ -20,11 +20,16 @@ from asr.errors import InputError, InstallError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    return run(args.func, args)
+
+
+def run(func, args) -> int:
+    """`func(args)` as a command runs it -> the exit code: one `error:` line for bad input or a missing
+    install, 130 on Ctrl-C, quiet when the reader of standard output goes away. `asr-lite` runs this way too."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        code = args.func(args) or 0
+        code = func(args) or 0
         sys.stdout.flush()  # here, where a reader that left is caught below, not at exit
         return code
     except (InputError, InstallError) as e:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
 import tempfile
 from pathlib import Path
 
-from asr.errors import InputError, InstallError
+from asr.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,16 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        return _transcribe(args)
-    except (InputError, InstallError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from asr.cli import run
+
+    return run(_transcribe, build_parser().parse_args(argv))
 
 
 def _transcribe(args) -> int:

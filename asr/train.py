@@ -41,7 +41,7 @@ from asr.model import (
 )
 from asr.monitor import MetricsLog, collapse_cause, collapse_warning, plot_curves, progress_postfix
 from asr.monitor import progress as progress_bar
-from asr.text import build_tokenizer, describe_unknown, tokenizer_from_dict
+from asr.text import CharTokenizer, build_tokenizer, describe_unknown, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
 EPOCH_SUMS = ("epoch_loss", "epoch_batches", "epoch_audio")  # in the checkpoint's progress, over all ranks
@@ -58,7 +58,9 @@ class TrainConfig:
     preset: str = "small"
     init: str | None = None  # start from this checkpoint's weights, tokenizer and features (fine-tuning)
     dropout: float | None = None  # None: the preset's (or --init's)
-    tokenizer: str = "char"
+    # "char" or "bpe:N"; None: characters, or --init's units. --init with other units than its own keeps the
+    # network below the output layer and trains a new output layer for them (transfer_weights).
+    tokenizer: str | None = None
     # "utterance": subtract each utterance's own per-bin mean before the training statistics; "global": the
     # statistics alone (FeatureConfig.normalize). On AN4 the former left CTC's blank plateau in half the
     # epochs and halved the WER on telephone-band and noisy audio (models/an4/MODEL.md).
@@ -184,6 +186,21 @@ def ctc_loss(log_probs, out_lengths, targets, target_lengths) -> torch.Tensor:
                       blank=0, reduction="mean", zero_infinity=True)
 
 
+def _same_units(spec: str, saved: dict) -> bool:
+    """Whether --tokenizer `spec` names the units a checkpoint's tokenizer (`saved`, its dict) already has.
+    ``bpe:N`` is never the same as a saved BPE model: it asks for a new one trained on this run's text."""
+    return spec == "char" and saved["kind"] == "char" and saved.get("alphabet") == CharTokenizer().to_dict()["alphabet"]
+
+
+def transfer_weights(model: Model, weights: dict) -> list[str]:
+    """Load `weights` into `model` except where the shapes differ (the output layer, for new units); -> the
+    names left as initialised. Transfer learning across units, as ESPnet's --init_param with excluded keys."""
+    own = model.state_dict()
+    kept = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    return sorted(k for k in own if k not in kept)
+
+
 def _inter_ctc_layer(cfg: TrainConfig, num_layers: int) -> int | None:
     """The LSTM layer (from 1) that intermediate CTC reads, or None when it is off."""
     if not 0.0 <= cfg.inter_ctc_weight < 1.0:
@@ -243,15 +260,19 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     init_state = read_checkpoint(cfg.init) if cfg.init and not resume_state else None
     init_weights = single_model_weights(init_state, cfg.init, "--init") if init_state else None
     source = resume_state or init_state
-    if source:  # the tokenizer and feature statistics are part of what was trained
+    new_units = init_state is not None and cfg.tokenizer is not None and not _same_units(
+        cfg.tokenizer, init_state["tokenizer"])
+    if source and not new_units:  # the tokenizer and feature statistics are part of what was trained
         tokenizer = tokenizer_from_dict(source["tokenizer"])
+    else:
+        try:
+            tokenizer = build_tokenizer(cfg.tokenizer or "char", (u.text for u in train_utts))
+        except ValueError as e:
+            raise InputError(f"--tokenizer {cfg.tokenizer}: {e}") from None
+    if source:
         features = FeatureExtractor.from_dict(source["features"])
         cfg = replace(cfg, feature_norm=features.config.normalize)  # the metadata records what is used
     else:
-        try:
-            tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
-        except ValueError as e:
-            raise InputError(f"--tokenizer {cfg.tokenizer}: {e}") from None
         try:
             features = FeatureExtractor(FeatureConfig(normalize=cfg.feature_norm))
         except ValueError as e:
@@ -262,15 +283,19 @@ def _train(cfg: TrainConfig, out: Path, world: distributed.World) -> dict:
     if resume_state:  # the network is the one that was trained, whatever --preset says now
         model_cfg = ModelConfig(**resume_state["model_config"])
     else:
-        model_cfg = (ModelConfig(**init_state["model_config"]) if init_state
-                     else preset_config(cfg.preset, tokenizer.vocab_size, features.config.n_mels))
+        model_cfg = (replace(ModelConfig(**init_state["model_config"]), vocab_size=tokenizer.vocab_size)
+                     if init_state else preset_config(cfg.preset, tokenizer.vocab_size, features.config.n_mels))
         if cfg.dropout is not None:
             if not 0.0 <= cfg.dropout < 1.0:
                 raise InputError(f"--dropout must be in [0, 1), got {cfg.dropout}")
             model_cfg = replace(model_cfg, dropout=cfg.dropout)
     model = Model(model_cfg).to(device)
     inter_layer = _inter_ctc_layer(cfg, model_cfg.num_layers)
-    if init_state:
+    if init_state and new_units:
+        fresh = transfer_weights(model, init_weights)
+        log.info("starting from the weights of %s below its output layer; new %s units (%d symbols), so %s "
+                 "start afresh", cfg.init, tokenizer.kind, tokenizer.vocab_size, ", ".join(fresh))
+    elif init_state:
         model.load_state_dict(init_weights)
         log.info("starting from the weights of %s", cfg.init)
     n_params = sum(p.numel() for p in model.parameters())

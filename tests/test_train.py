@@ -141,6 +141,27 @@ def test_init_fine_tunes_from_a_checkpoint(two_utterances, tmp_path, caplog):
     assert tuned["train_state"]["progress"]["step"] == 1  # its own step count, not carried on from the first run
 
 
+def test_init_with_other_units_keeps_the_network_below_the_output_layer(two_utterances, tmp_path, caplog):
+    caplog.set_level("INFO")
+    base = dict(train=[str(two_utterances)], warmup_steps=2, workers=0, epochs=1)
+    train(TrainConfig(**base, out=str(tmp_path / "chars"), preset="tiny"))
+    start = torch.load(tmp_path / "chars" / "best.pt", weights_only=True)
+    train(TrainConfig(**base, out=str(tmp_path / "bpe"), init=str(tmp_path / "chars" / "best.pt"),
+                      tokenizer="bpe:8", lr=0.0))
+    tuned = torch.load(tmp_path / "bpe" / "last.pt", weights_only=True)
+    assert tuned["tokenizer"]["kind"] == "bpe" and tuned["model_config"]["vocab_size"] == 9  # 8 pieces + blank
+    assert tuned["state_dict"]["out.weight"].shape[0] == 9
+    for name, tensor in start["state_dict"].items():
+        if not name.startswith("out."):
+            torch.testing.assert_close(tuned["state_dict"][name], tensor)
+    assert "new bpe units (9 symbols), so out.bias, out.weight start afresh" in caplog.text
+    # The same units as the checkpoint's are plain fine-tuning: every weight carried over.
+    train(TrainConfig(**base, out=str(tmp_path / "same"), init=str(tmp_path / "chars" / "best.pt"),
+                      tokenizer="char", lr=0.0))
+    same = torch.load(tmp_path / "same" / "last.pt", weights_only=True)
+    torch.testing.assert_close(same["state_dict"]["out.weight"], start["state_dict"]["out.weight"])
+
+
 def test_feature_normalisation_is_chosen_at_the_start_and_travels_in_the_checkpoint(two_utterances, tmp_path):
     base = dict(train=[str(two_utterances)], preset="tiny", epochs=1, warmup_steps=2, workers=0)
     train(TrainConfig(**base, out=str(tmp_path / "default")))

@@ -43,7 +43,9 @@ def add_train(sub) -> None:
     p.add_argument("--dev", metavar="MANIFEST", help="dev manifest: greedy WER after every epoch picks best.pt")
     p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder for checkpoints and logs")
     p.add_argument("--preset", help="model size: tiny, small, medium, base, large")
-    p.add_argument("--tokenizer", help="char or bpe:N (N sentencepiece pieces)")
+    p.add_argument("--tokenizer", help="char or bpe:N (N sentencepiece pieces); default char, or --init's units. "
+                                       "With --init and other units, the network below the output layer is kept "
+                                       "and a new output layer learns the new units")
     p.add_argument("--feature-norm", choices=["global", "utterance"],
                    help="log-mel normalisation: the training data's per-bin mean and std (global), or each "
                         "utterance's own mean subtracted first (utterance); --init and --resume keep the checkpoint's")

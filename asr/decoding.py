@@ -113,7 +113,7 @@ def beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer,
     emissions = log_probs.detach().float().cpu()
     lengths = lengths.detach().cpu().to(torch.int32)
     sil = _silence_token(tokenizer.tokens)
-    if options.uses_lexicon and tokenizer.tokens[sil] == " ":  # see _with_separator
+    if options.uses_lexicon and tokenizer.tokens[sil] == " ":  # see lexicon_entries
         emissions = torch.nn.functional.pad(emissions, (0, 0, 0, 1))
         emissions[torch.arange(len(lengths)), lengths.long()] = -1e4
         emissions[torch.arange(len(lengths)), lengths.long(), sil] = 0.0
@@ -243,19 +243,6 @@ def lexicon_from_words(words, tokenizer) -> tuple[list[tuple[str, list[str]]], l
     return entries, unspellable
 
 
-def _with_separator(spelling: list[str], tokenizer) -> list[str]:
-    """Character spellings end with the word separator "|", as in wav2vec 2.0 lexicons.
-
-    flashlight-text 0.0.7 lets a one-token word restart on every frame that the model holds its
-    token ("b" "b" "b" for one held "b"), which CTC forbids; ending each word with "|" rules that
-    out. The search then needs a "|" after the last word too: `beam_search` appends one frame
-    that is certainly "|". BPE has no separator token and keeps the flaw for one-piece words.
-    """
-    if " " in tokenizer.tokens and spelling[-1] != "|":
-        return [*spelling, "|"]
-    return spelling
-
-
 def _silence_token(tokens) -> int:
     """flashlight needs a word-separator token: the space for characters; for BPE, whose pieces carry
     their own word boundary, the unknown piece, which a trained model never emits."""
@@ -287,7 +274,7 @@ def _beam_decoder(tokenizer, options: BeamOptions):
             raise InputError("--hotword boosts words of a lexicon: give --lm (a word LM) or --lexicon too")
         if options.uses_lexicon:
             extra = tuple(sorted({w for w, _ in options.hotwords}))
-            lexicon, lm, word_dict, _ = _lexicon_resources(tokenizer, options.lm, options.lexicon, extra)
+            lexicon, lm, word_dict = _lexicon_resources(tokenizer, options.lm, options.lexicon, extra)
             if options.hotwords:
                 lm, lm_weight = _boosted_lm(lm, word_dict, options)
         else:
@@ -330,14 +317,11 @@ def _temporary_file(name: str, lines) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extra_words: tuple[str, ...] = ()):
-    """(lexicon file, loaded word KenLM or None, its word dictionary, the lexicon as flashlight loaded it)
-    shared by the decoders of every weight setting, so tuning loads the LM once, and by the runtime's trie,
-    which read the file again before (0.2 s of the English model's start-up). `extra_words` (hotwords) join
-    the lexicon."""
-    from flashlight.lib.text.decoder.kenlm import KenLM
-    from flashlight.lib.text.dictionary import create_word_dict, load_words
-
+def lexicon_entries(tokenizer, lm_path: str | None, lexicon: str | None,
+                    extra_words: tuple[str, ...] = ()) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The search's lexicon: (word, spelling in token names, separator included) for each entry of the
+    `lexicon` file, or of the LM's words spelled by the tokenizer when there is none; `extra_words`
+    (hotwords) join it. Entries with tokens the model lacks are left out with a warning."""
     known = {token_name(t) for t in tokenizer.tokens}
     if lexicon is not None:
         entries = list(_read_lexicon(lexicon, known))
@@ -359,13 +343,37 @@ def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extr
     entries += extra
     if not entries:
         raise ValueError(f"{lexicon or lm_path}: no word can be spelled with the model's tokens")
-    path = _temporary_file("lexicon.txt", (f"{word}\t{' '.join(_with_separator(spelling, tokenizer))}\n"
-                                           for word, spelling in entries))
-    words = load_words(path)  # flashlight's loader adds what its word dictionary needs (<unk>)
-    word_dict = create_word_dict(words)
+    # Character spellings end with the word separator "|", as in wav2vec 2.0 lexicons. flashlight-text 0.0.7
+    # lets a one-token word restart on every frame that the model holds its token ("b" "b" "b" for one held
+    # "b"), which CTC forbids; ending each word with "|" rules that out. The search then needs a "|" after the
+    # last word too: `beam_search` appends one frame that is certainly "|". BPE has no separator token and
+    # keeps the flaw for one-piece words.
+    if " " not in tokenizer.tokens:
+        return tuple((word, tuple(spelling)) for word, spelling in entries)
+    return tuple((word, (*spelling, "|") if spelling[-1] != "|" else tuple(spelling)) for word, spelling in entries)
+
+
+def load_word_lm(lm_path: str | None, word_dict):
+    """KenLM over `word_dict`'s word ids (None without `lm_path`), its banner silenced, its errors InputErrors."""
+    from flashlight.lib.text.decoder.kenlm import KenLM
+
+    if not lm_path:
+        return None
     with _quiet_stderr(), _kenlm_errors(lm_path):
-        lm = KenLM(lm_path, word_dict) if lm_path else None
-    return path, lm, word_dict, words
+        return KenLM(lm_path, word_dict)
+
+
+@functools.lru_cache(maxsize=2)
+def _lexicon_resources(tokenizer, lm_path: str | None, lexicon: str | None, extra_words: tuple[str, ...] = ()):
+    """(lexicon file, loaded word KenLM or None, its word dictionary) shared by the decoders of every weight
+    setting, so tuning loads the LM once. torchaudio's decoder reads the lexicon from a file and numbers the
+    words as flashlight's `load_words` and `create_word_dict` do, so the LM gets its dictionary from the same."""
+    from flashlight.lib.text.dictionary import create_word_dict, load_words
+
+    entries = lexicon_entries(tokenizer, lm_path, lexicon, extra_words)
+    path = _temporary_file("lexicon.txt", (f"{word}\t{' '.join(spelling)}\n" for word, spelling in entries))
+    word_dict = create_word_dict(load_words(path))  # with the <unk> that flashlight's loader adds
+    return path, load_word_lm(lm_path, word_dict), word_dict
 
 
 def _boosted_lm(kenlm, word_dict, options: BeamOptions):

@@ -14,8 +14,6 @@ import logging
 import os
 import sys
 
-from asr.cli import calibrate, evaluate, lm, models, prepare, serve, train, transcribe
-from asr.cli import export as export_command
 from asr.errors import InputError, InstallError
 
 
@@ -46,7 +44,10 @@ def run(func, args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The command modules here, not at the top: `asr-lite` imports `run` from this package and needs none of them.
     from asr import __version__
+    from asr.cli import calibrate, evaluate, lm, models, prepare, serve, train, transcribe
+    from asr.cli import export as export_command
 
     parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition.")
     parser.add_argument("--version", action="version", version=f"asr {__version__}")

@@ -234,3 +234,17 @@ def test_comparison_lines_count_in_the_singular(tmp_path):
     (b / "utterances.jsonl").write_text((b / "utterances.jsonl").read_text().replace('"r"', '"other"'))
     text = "\n".join(comparison_lines(compare_results(a, b)))
     assert "on the 1 utterance both have" in text and "1 utterance has different references" in text
+
+
+def test_a_manifest_with_nothing_readable_prints_no_score(tmp_path, capsys):
+    """Every file missing: each named on stderr, then one line saying nothing was scored; no 'WER 0.00 %'."""
+    manifest = tmp_path / "gone.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"u{i}", "audio": f"missing-{i}.wav", "duration": 1.0,
+                                            "text": "yes"}) + "\n" for i in range(2)))
+    assert main(["evaluate", "--model", "an4", "--manifest", str(manifest), "--decoder", "greedy",
+                 "--output", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "WER" not in captured.out
+    assert captured.err.count("missing-") == 2
+    assert captured.err.strip().splitlines()[-1] == (
+        f"error: {manifest}: none of its 2 utterances could be read, so nothing was scored")

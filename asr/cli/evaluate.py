@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from asr.cli import options
+from asr.errors import InputError
 
 
 def add_evaluate(sub) -> None:
@@ -57,6 +58,9 @@ def _evaluate(args) -> int:
                  worst=args.worst)
     for problem in s["skipped"]:
         print(f"error: {problem}", file=sys.stderr)
+    if not s["utterances"]:  # a WER of 0 over nothing would read as a perfect score
+        raise InputError(f"{args.manifest}: none of its {count_noun(len(utts), 'utterance')} could be read, so "
+                         "nothing was scored")
     print(f"WER {100 * s['wer']:.2f} % ({s['substitutions']} sub, {s['deletions']} del, {s['insertions']} ins "
           f"/ {count_noun(s['ref_words'], 'word')})  CER {100 * s['cer']:.2f} %  on "
           f"{count_noun(s['utterances'], 'utterance')}, {s['audio_seconds'] / 60:.1f} min, "

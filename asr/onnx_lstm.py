@@ -46,7 +46,6 @@ class OnnxBiLSTM(nn.Module):
     def __init__(self, bilstm: BiLSTM):
         super().__init__()
         self.num_layers = len(bilstm.layers)
-        self.hidden_size = bilstm.layers[0]["fwd"].hidden_size
         for k, layer in enumerate(bilstm.layers):
             directions = [layer["fwd"], layer["bwd"]]
             with torch.no_grad():

@@ -81,6 +81,17 @@ def test_every_preset_exports(preset, tmp_path):
     exported = bundle.read(tmp_path / preset)
     assert exported.mean is None and exported.tokenizer.tokens == tokenizer.tokens
     assert description["model_config"]["hidden_size"] == PRESETS[preset].hidden_size
+    # Each BiLSTM layer is one bidirectional LSTM node over the batch's lengths (asr.onnx_lstm), with no
+    # gathers reversing the batch around it.
+    import onnx
+
+    nodes = onnx.load(tmp_path / preset / bundle.ENCODER).graph.node
+    lstms = [n for n in nodes if n.op_type == "LSTM"]
+    assert len(lstms) == PRESETS[preset].num_layers
+    assert all(len(n.input) == 5 and n.input[4] for n in lstms)  # X, W, R, B, sequence_lens
+    assert all(onnx.helper.get_attribute_value(a) == b"bidirectional" for n in lstms for a in n.attribute
+               if a.name == "direction")
+    assert not any(n.op_type == "GatherElements" for n in nodes)
 
 
 def test_a_bpe_model_exports_its_sentencepiece_model(tmp_path):

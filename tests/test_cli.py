@@ -249,12 +249,12 @@ def test_lm_build_tune_save_and_transcribe_with_the_stored_settings(tmp_path):
     release.mkdir()
     (tmp_path / "lm.arpa.gz").rename(release / "lm.arpa.gz")
     proc = run("lm", "tune", "--model", "an4", "--manifest", tmp_path / "dev.jsonl", "--lm", release / "lm.arpa.gz",
-               "--lm-weights", "0,1", "--word-scores=-1,0", "--save", release / "model.pt")
+               "--lm-weights", "0,1", "--word-scores=-1,0", "--beam-size-token", "10", "--save", release / "model.pt")
     assert proc.returncode == 0, proc.stderr
     assert "best: --lm-weight" in proc.stdout and len(proc.stdout.splitlines()) == 8  # 2 info + 4 rows + 2
     assert "Loading the LM" not in proc.stderr  # KenLM's banner is silenced
     settings = torch.load(release / "model.pt", weights_only=True)["metadata"]["decoder"]
-    assert settings["lm"] == "lm.arpa.gz" and settings["decoder"] == "beam"
+    assert settings["lm"] == "lm.arpa.gz" and settings["decoder"] == "beam" and settings["beam_size_token"] == 10
 
     moved = tmp_path / "moved"
     release.rename(moved)  # the LM path is stored relative to the model
@@ -274,6 +274,9 @@ def test_lm_build_tune_save_and_transcribe_with_the_stored_settings(tmp_path):
     assert proc.returncode == 1
     assert_one_line_errors(proc, "lm.arpa.gz: language model file not found")
     assert run("transcribe", example, "--model", moved / "model.pt", "--decoder", "greedy").returncode == 0
+    proc = run("transcribe", example, "--model", "an4", "--beam-size-token", "0")
+    assert proc.returncode == 1
+    assert_one_line_errors(proc, "--beam-size-token must be at least 1")
 
 
 def test_lm_build_adds_spelled_names_and_every_text_file(tmp_path):

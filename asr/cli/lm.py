@@ -66,6 +66,8 @@ def add_lm(sub) -> None:
                    help="word scores to try (default -1:3:0.5; write --word-scores=-2:2:1 when the first is negative)")
     t.add_argument("--beam-size", type=int, default=50, help="beam size while tuning and stored (default 50)")
     t.add_argument("--beam-threshold", type=float, default=25.0, help="beam threshold (default 25)")
+    t.add_argument("--beam-size-token", type=int, metavar="N",
+                   help="tokens tried at each frame while tuning and stored (default: all)")
     t.add_argument("--save", metavar="CHECKPOINT", help="write the model with the best settings here (may be --model)")
     options.add_running(t.add_argument_group("running"))
     t.set_defaults(func=_lm_tune)
@@ -162,8 +164,10 @@ def _lm_tune(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not emissions:
         raise InputError(f"{args.manifest}: no utterance could be read")
+    if args.beam_size_token is not None and args.beam_size_token < 1:
+        raise InputError("--beam-size-token must be at least 1")
     base = BeamOptions(beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm,
-                       lexicon=args.lexicon, lexicon_free=args.lexicon_free)
+                       lexicon=args.lexicon, lexicon_free=args.lexicon_free, beam_size_token=args.beam_size_token)
     n = len(weights) * len(scores)
     print(f"{len(emissions)} utterance{'' if len(emissions) == 1 else 's'}; {n} setting{'' if n == 1 else 's'} "
           "of LM weight x word score")

@@ -13,6 +13,8 @@ def add_decoder_options(p, nbest: bool = False) -> None:
     g.add_argument("--beam-size", type=int, metavar="N", help="hypotheses kept by beam search (default 50)")
     g.add_argument("--beam-threshold", type=float, metavar="F",
                    help="drop hypotheses scoring this far below the best (default 25)")
+    g.add_argument("--beam-size-token", type=int, metavar="N",
+                   help="tokens beam search tries at each frame, the most probable first (default: all)")
     g.add_argument("--lm", metavar="FILE",
                    help="KenLM n-gram model over words (.arpa, .arpa.gz or KenLM binary), e.g. from `asr lm build`")
     g.add_argument("--lexicon", metavar="FILE",
@@ -32,12 +34,12 @@ def add_decoder_options(p, nbest: bool = False) -> None:
 
 def decoder_overrides(args) -> dict:
     """The decoder flags given on the command line, as `asr.decoding.decoder_from_settings` keys."""
-    keys = ("decoder", "beam_size", "beam_threshold", "lm", "lexicon", "lexicon_free", "lm_weight", "word_score",
-            "nbest")
+    keys = ("decoder", "beam_size", "beam_threshold", "beam_size_token", "lm", "lexicon", "lexicon_free", "lm_weight",
+            "word_score", "nbest")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.hotwords:
         overrides["hotwords"] = [_hotword(h) for h in args.hotwords]
-    for key in ("beam_size", "nbest"):
+    for key in ("beam_size", "beam_size_token", "nbest"):
         if overrides.get(key, 1) < 1:
             raise InputError(f"--{key.replace('_', '-')} must be at least 1")
     return overrides

@@ -316,12 +316,13 @@ def _temporary_file(name: str, lines) -> str:
     return path
 
 
-@functools.lru_cache(maxsize=2)
 def lexicon_entries(tokenizer, lm_path: str | None, lexicon: str | None,
                     extra_words: tuple[str, ...] = ()) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The search's lexicon: (word, spelling in token names, separator included) for each entry of the
     `lexicon` file, or of the LM's words spelled by the tokenizer when there is none; `extra_words`
-    (hotwords) join it. Entries with tokens the model lacks are left out with a warning."""
+    (hotwords) join it. Entries with tokens the model lacks are left out with a warning. Not cached: its
+    callers (`_lexicon_resources`, the runtime's `_lexicon`) cache what they build of it, and a cache here
+    kept a second copy of the English lexicon (11 MB) alive for nothing."""
     known = {token_name(t) for t in tokenizer.tokens}
     if lexicon is not None:
         entries = list(_read_lexicon(lexicon, known))

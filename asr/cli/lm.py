@@ -152,6 +152,8 @@ def _lm_tune(args) -> int:
         weights, scores = grid(args.lm_weights), grid(args.word_scores)
     except ValueError as e:
         raise InputError(f"lm tune: {e}") from None
+    if args.beam_size_token is not None and args.beam_size_token < 1:  # before the model runs over the manifest
+        raise InputError("--beam-size-token must be at least 1")
     for path, what in ((args.lm, "lm"), (args.lexicon, "lexicon")):
         if path:
             resolve_file(path, None, what)
@@ -164,8 +166,6 @@ def _lm_tune(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not emissions:
         raise InputError(f"{args.manifest}: no utterance could be read")
-    if args.beam_size_token is not None and args.beam_size_token < 1:
-        raise InputError("--beam-size-token must be at least 1")
     base = BeamOptions(beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm,
                        lexicon=args.lexicon, lexicon_free=args.lexicon_free, beam_size_token=args.beam_size_token)
     n = len(weights) * len(scores)
